@@ -1,0 +1,429 @@
+//! One `Config` for the whole program: `--config FILE`, else `./postroom.toml`, else the embedded defaults
+//! (`config/postroom.toml`, which documents every key). Environment variables `POSTROOM_<SECTION>__<KEY>`
+//! override any key (`POSTROOM_DATABASE__URL`, `POSTROOM_MAILBOXES__0__PATH`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::forms::DocxLimits;
+
+/// The commented default configuration, compiled in.
+pub const DEFAULT_TOML: &str = include_str!("../config/postroom.toml");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub workspace: WorkspaceConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default = "default_mailboxes")]
+    pub mailboxes: Vec<MailboxConfig>,
+    #[serde(default)]
+    pub mail: MailConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub reference: ReferenceConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub forms: FormsConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            workspace: WorkspaceConfig::default(),
+            database: DatabaseConfig::default(),
+            mailboxes: default_mailboxes(),
+            mail: MailConfig::default(),
+            limits: Limits::default(),
+            reference: ReferenceConfig::default(),
+            outbox: OutboxConfig::default(),
+            forms: FormsConfig::default(),
+            daemon: DaemonConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkspaceConfig {
+    /// Relative paths elsewhere in the config resolve against this directory.
+    pub dir: PathBuf,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        WorkspaceConfig { dir: PathBuf::from(".") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://var/postroom.db` (relative to the workspace) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig { url: "sqlite://var/postroom.db".into(), max_connections: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MailboxKind {
+    Maildir,
+    Imap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxConfig {
+    /// Names the mailbox in the ledger and in form definitions (`mailbox = "mental_health"`).
+    pub name: String,
+    /// Replies from this mailbox come from this address; mail from it is never answered.
+    pub address: String,
+    pub kind: MailboxKind,
+    /// Maildir: the directory (Maildir++ folders `.Processed`, `.Rejected`, `.Quarantine` inside it).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+fn default_mailboxes() -> Vec<MailboxConfig> {
+    vec![
+        MailboxConfig {
+            name: "notifications".into(),
+            address: "notifications@postroom.localhost".into(),
+            kind: MailboxKind::Maildir,
+            path: Some(PathBuf::from("var/mail/notifications")),
+        },
+        MailboxConfig {
+            name: "mental_health".into(),
+            address: "mental-health-notifications@postroom.localhost".into(),
+            kind: MailboxKind::Maildir,
+            path: Some(PathBuf::from("var/mail/mental_health")),
+        },
+    ]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// The authserv-id of our receiving MTA; Authentication-Results from anyone else are ignored.
+    /// Empty: no header is trusted, so DMARC never quarantines.
+    pub authserv_id: String,
+    /// The regulator's name as shown in replies.
+    pub organisation: String,
+    /// Where providers download the current forms; quoted in replies about stale or unknown forms.
+    pub forms_url: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            authserv_id: String::new(),
+            organisation: "Care Quality Commission".into(),
+            forms_url: "https://www.cqc.org.uk/guidance-providers/notifications".into(),
+        }
+    }
+}
+
+/// Size and shape limits for hostile input; each breach has its own reason code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub max_attachment_bytes: u64,
+    /// Forwarded messages (message/rfc822) opened inside one another.
+    pub max_nesting: usize,
+    /// Total bytes inflated from one .docx (zip bombs).
+    pub max_unzipped_bytes: u64,
+    pub max_zip_entries: usize,
+    pub max_xml_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = DocxLimits::default();
+        Limits {
+            max_message_bytes: 25 * 1024 * 1024,
+            max_attachment_bytes: 10 * 1024 * 1024,
+            max_nesting: 8,
+            max_unzipped_bytes: d.max_unzipped_bytes,
+            max_zip_entries: d.max_zip_entries,
+            max_xml_depth: d.max_xml_depth,
+        }
+    }
+}
+
+impl Limits {
+    pub fn docx(&self) -> DocxLimits {
+        DocxLimits {
+            max_unzipped_bytes: self.max_unzipped_bytes,
+            max_zip_entries: self.max_zip_entries,
+            max_xml_depth: self.max_xml_depth,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReferenceConfig {
+    /// Starts every reference (`N-7K3QX9M`). Give a test instance its own so it never claims production mail.
+    pub prefix: String,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        ReferenceConfig { prefix: "N".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// With no SMTP server configured, replies are written here, one .eml each.
+    pub dir: PathBuf,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig { dir: PathBuf::from("var/outbox") }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FormsConfig {
+    /// A directory of `<id>/<version>.toml` definitions that add to or replace the built-in ones.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// How often `run` looks for new mail in a Maildir.
+    pub poll_interval_ms: u64,
+    /// Messages filed per durable commit before their mail is settled.
+    pub batch_size: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig { poll_interval_ms: 2000, batch_size: 32 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Invalid { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Loads `explicit`, else `./postroom.toml` if present, else the embedded defaults; then applies the
+    /// environment's overrides.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let local = Path::new("postroom.toml");
+        let (origin, text) = match explicit {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_path_buf(), source })?;
+                (p.display().to_string(), text)
+            }
+            None if local.exists() => {
+                let text = std::fs::read_to_string(local)
+                    .map_err(|source| ConfigError::Read { path: local.to_path_buf(), source })?;
+                (local.display().to_string(), text)
+            }
+            None => ("(embedded defaults)".to_string(), DEFAULT_TOML.to_string()),
+        };
+        Config::from_toml(&origin, &text, std::env::vars())
+    }
+
+    /// Parses `text` and applies `POSTROOM_*` overrides from `env`.
+    pub fn from_toml(
+        origin: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: origin.to_string(), message };
+        let mut value: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        for (var, raw) in env {
+            let Some(path) = var.strip_prefix("POSTROOM_") else { continue };
+            if path == "LOG" {
+                continue;
+            }
+            let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
+            apply_override(&mut value, &keys, &raw)
+                .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
+        }
+        let config: Config =
+            toml::Value::Table(value).try_into().map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        config.check().map_err(invalid)?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.mailboxes.is_empty() {
+            return Err("at least one [[mailboxes]] entry is needed".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &self.mailboxes {
+            if !names.insert(&m.name) {
+                return Err(format!("mailbox name `{}` is used twice", m.name));
+            }
+            if !m.address.contains('@') {
+                return Err(format!("mailbox `{}`: address `{}` is not an email address", m.name, m.address));
+            }
+            if m.kind == MailboxKind::Maildir && m.path.is_none() {
+                return Err(format!("mailbox `{}` is a maildir but has no `path`", m.name));
+            }
+        }
+        if self.reference.prefix.is_empty() || !self.reference.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err("reference.prefix must be letters and digits, like N or TESTN".into());
+        }
+        if self.daemon.batch_size == 0 {
+            return Err("daemon.batch_size must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Makes relative paths absolute against the workspace directory (or `workspace` when given).
+    pub fn resolve_paths(&mut self, workspace: Option<&Path>) {
+        if let Some(w) = workspace {
+            self.workspace.dir = w.to_path_buf();
+        }
+        let base = self.workspace.dir.clone();
+        let abs = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        for m in &mut self.mailboxes {
+            m.path = m.path.as_deref().map(abs);
+        }
+        self.outbox.dir = abs(&self.outbox.dir);
+        self.forms.dir = self.forms.dir.as_deref().map(abs);
+        if let Some(rest) = self.database.url.strip_prefix("sqlite://")
+            && !rest.starts_with('/')
+            && !rest.starts_with(':')
+        {
+            self.database.url = format!("sqlite://{}", base.join(rest).display());
+        }
+    }
+
+    pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
+        self.mailboxes.iter().find(|m| m.name == name)
+    }
+}
+
+fn apply_override(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
+    let Some((last, parents)) = keys.split_last() else { return Err("empty key".into()) };
+    let mut here = table;
+    let mut i = 0;
+    while i < parents.len() {
+        let key = &parents[i];
+        let entry = here.entry(key.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        here = match entry {
+            toml::Value::Table(t) => t,
+            toml::Value::Array(items) => {
+                i += 1;
+                let index: usize = parents
+                    .get(i)
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| format!("`{key}` is a list: give an index, like {}__0__...", key.to_uppercase()))?;
+                match items.get_mut(index) {
+                    Some(toml::Value::Table(t)) => t,
+                    _ => return Err(format!("`{key}` has no entry {index}")),
+                }
+            }
+            _ => return Err(format!("`{key}` is not a section")),
+        };
+        i += 1;
+    }
+    // Numbers and booleans keep their type; anything else is a string.
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !matches!(v, toml::Value::Table(_)))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    here.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_defaults_file_equals_the_built_in_defaults() {
+        let parsed = Config::from_toml("config/postroom.toml", DEFAULT_TOML, []).unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn the_documented_defaults_file_lists_every_key() {
+        // Every key of the serialised defaults must appear, uncommented, in config/postroom.toml.
+        let full = toml::to_string(&Config::default()).unwrap();
+        let documented: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let full: toml::Table = toml::from_str(&full).unwrap();
+        fn keys(prefix: &str, v: &toml::Value, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => t.iter().for_each(|(k, v)| keys(&format!("{prefix}.{k}"), v, out)),
+                toml::Value::Array(a) => a.iter().for_each(|v| keys(&format!("{prefix}[]"), v, out)),
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let (mut want, mut have) = (Vec::new(), Vec::new());
+        keys("", &toml::Value::Table(full), &mut want);
+        keys("", &toml::Value::Table(documented), &mut have);
+        for k in want {
+            assert!(have.contains(&k), "config/postroom.toml does not list {k}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_reach_nested_and_listed_keys() {
+        let env = [
+            ("POSTROOM_DATABASE__URL".to_string(), "postgres://x@127.0.0.1/db".to_string()),
+            ("POSTROOM_MAILBOXES__1__ADDRESS".to_string(), "mh@example.org".to_string()),
+            ("POSTROOM_DAEMON__BATCH_SIZE".to_string(), "7".to_string()),
+            ("POSTROOM_MAIL__AUTHSERV_ID".to_string(), "mx.example.org".to_string()),
+            ("OTHER".to_string(), "ignored".to_string()),
+        ];
+        let c = Config::from_toml("t", DEFAULT_TOML, env).unwrap();
+        assert_eq!(c.database.url, "postgres://x@127.0.0.1/db");
+        assert_eq!(c.mailboxes[1].address, "mh@example.org");
+        assert_eq!(c.daemon.batch_size, 7);
+        assert_eq!(c.mail.authserv_id, "mx.example.org");
+    }
+
+    #[test]
+    fn bad_config_says_what_and_where() {
+        let err = Config::from_toml("my.toml", "[database]\nurll = 1\n", []).unwrap_err().to_string();
+        assert!(err.contains("my.toml") && err.contains("urll"), "{err}");
+        let env = [("POSTROOM_MAILBOXES__X".to_string(), "1".to_string())];
+        let err = Config::from_toml("t", DEFAULT_TOML, env).unwrap_err().to_string();
+        assert!(err.contains("POSTROOM_MAILBOXES__X") && err.contains("index"), "{err}");
+        let err = Config::from_toml("t", "[reference]\nprefix = \"N-\"\n", []).unwrap_err().to_string();
+        assert!(err.contains("reference.prefix"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_workspace() {
+        let mut c = Config::default();
+        c.resolve_paths(Some(Path::new("/srv/pr")));
+        assert_eq!(c.database.url, "sqlite:///srv/pr/var/postroom.db");
+        assert_eq!(c.mailboxes[0].path.as_deref(), Some(Path::new("/srv/pr/var/mail/notifications")));
+        assert_eq!(c.outbox.dir, Path::new("/srv/pr/var/outbox"));
+    }
+}

@@ -1,0 +1,138 @@
+//! The `postroom` command line: the daemon, one-off processing of .eml files, the demo, form publishing,
+//! registry import and maintenance. Errors reach the user through anyhow with what to do next.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use postroom::config::Config;
+use postroom::forms::Catalog;
+
+#[derive(Parser)]
+#[command(name = "postroom", version, about = "Intake gateway for statutory notifications emailed as Word forms")]
+struct Cli {
+    /// Configuration file (default: ./postroom.toml if present, else built-in defaults).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Workspace directory holding var/ (database, Maildir, outbox); default: the config's, else `.`.
+    #[arg(long, global = true)]
+    workspace: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Form definitions: list them, or render the blank .docx forms providers download.
+    Forms {
+        #[command(subcommand)]
+        command: FormsCommand,
+    },
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Print every problem code with its meaning and fix.
+    Problems {
+        /// As the Markdown page docs/problem-codes.md.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FormsCommand {
+    /// List every form definition (id, version, title, mailbox), current versions marked.
+    List,
+    /// Write one blank .docx per current form definition into DIR.
+    Render {
+        #[arg(long, default_value = "forms-out")]
+        out: PathBuf,
+        /// Also render superseded versions.
+        #[arg(long)]
+        all_versions: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    config.resolve_paths(cli.workspace.as_deref());
+    Ok(config)
+}
+
+fn catalog(config: &Config) -> anyhow::Result<Catalog> {
+    Ok(match &config.forms.dir {
+        Some(dir) => Catalog::with_overrides(dir)?,
+        None => Catalog::embedded()?,
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Problems { markdown } => {
+            if *markdown {
+                print!("{}", postroom::problem::codes_markdown());
+            } else {
+                for c in postroom::problem::ProblemCode::ALL {
+                    println!("{:<26} {}", c.as_str(), c.summary());
+                }
+            }
+        }
+        Command::Forms { command } => {
+            let config = load_config(&cli)?;
+            let catalog = catalog(&config)?;
+            match command {
+                FormsCommand::List => {
+                    for def in catalog.all() {
+                        let current = catalog.current(&def.id).is_some_and(|c| c.version == def.version);
+                        println!(
+                            "{:<26} {:<8} {:<8} {:<14} {}",
+                            def.id,
+                            def.version,
+                            if current { "current" } else { "old" },
+                            def.mailbox,
+                            def.title
+                        );
+                    }
+                }
+                FormsCommand::Render { out, all_versions } => {
+                    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+                    let defs: Vec<_> =
+                        if *all_versions { catalog.all().collect() } else { catalog.current_forms().collect() };
+                    for def in defs {
+                        let bytes = postroom::forms::render::render(def, None)?;
+                        let path = out.join(format!("{}-{}.docx", def.id, def.version));
+                        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+                        println!("{}", path.display());
+                    }
+                }
+            }
+        }
+        Command::Migrate => {
+            let config = load_config(&cli)?;
+            runtime()?.block_on(async {
+                postroom::store::Store::connect(&config.database.url, config.database.max_connections).await
+            })?;
+            println!("database schema is up to date: {}", config.database.url);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,31 @@
+//! The schema migrations, compiled in per backend (`migrations/sqlite`, `migrations/postgres`), so the
+//! binary needs no files beside it and the build needs no database.
+
+use std::borrow::Cow;
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::Backend;
+
+/// (version, description, SQLite text, PostgreSQL text). Append; never edit a released migration.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "ledger",
+    include_str!("../../migrations/sqlite/0001_ledger.sql"),
+    include_str!("../../migrations/postgres/0001_ledger.sql"),
+)];
+
+pub fn migrator(backend: Backend) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite, postgres)| {
+            let sql = match backend {
+                Backend::Sqlite => *sqlite,
+                Backend::Postgres => *postgres,
+            };
+            Migration::new(*version, Cow::Borrowed(*description), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}

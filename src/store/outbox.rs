@@ -1,0 +1,84 @@
+//! Outbox queries: replies due to leave, and what became of each attempt.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// A reply ready to send.
+#[derive(Debug, Clone)]
+pub struct DueReply {
+    pub id: i64,
+    pub message_id: i64,
+    pub kind: String,
+    pub to: String,
+    pub mail_message_id: String,
+    pub eml: Vec<u8>,
+    pub attempts: i64,
+}
+
+/// Why a send failed, and whether trying again could help.
+#[derive(Debug, Clone)]
+pub struct ReplyFailure {
+    pub error: String,
+    pub permanent: bool,
+    /// When to try again (ms), for transient failures.
+    pub retry_at: i64,
+}
+
+impl Store {
+    /// Replies whose time has come, oldest first.
+    pub async fn due_replies(&self, limit: i64) -> Result<Vec<DueReply>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, message_id, kind, to_address, mail_message_id, eml, attempts FROM outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueReply {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    kind: r.try_get("kind")?,
+                    to: r.try_get("to_address")?,
+                    mail_message_id: r.try_get("mail_message_id")?,
+                    eml: r.try_get("eml")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_reply_sent(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn mark_reply_failed(&self, id: i64, failure: &ReplyFailure) -> Result<(), StoreError> {
+        let status = if failure.permanent { "failed" } else { "pending" };
+        sqlx::query(
+            "UPDATE outbox SET status = $1, last_error = $2, next_attempt_at = $3, attempts = attempts + 1 WHERE id = $4",
+        )
+        .bind(status)
+        .bind(&failure.error)
+        .bind(failure.retry_at)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Counts of outbox rows by status.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+    }
+}
