@@ -165,6 +165,14 @@ impl Default for Limits {
 }
 
 impl Limits {
+    pub fn message(&self) -> crate::message::MessageLimits {
+        crate::message::MessageLimits {
+            max_message_bytes: self.max_message_bytes,
+            max_attachment_bytes: self.max_attachment_bytes,
+            max_nesting: self.max_nesting,
+        }
+    }
+
     pub fn docx(&self) -> DocxLimits {
         DocxLimits {
             max_unzipped_bytes: self.max_unzipped_bytes,
@@ -262,10 +270,8 @@ impl Config {
         let invalid = |message: String| ConfigError::Invalid { path: origin.to_string(), message };
         let mut value: toml::Table = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         for (var, raw) in env {
-            let Some(path) = var.strip_prefix("POSTROOM_") else { continue };
-            if path == "LOG" {
-                continue;
-            }
+            // Only SECTION__KEY names are config; POSTROOM_LOG and the test switches are not.
+            let Some(path) = var.strip_prefix("POSTROOM_").filter(|p| p.contains("__")) else { continue };
             let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
             apply_override(&mut value, &keys, &raw)
                 .map_err(|message| ConfigError::Env { var: var.clone(), message })?;
@@ -399,6 +405,8 @@ mod tests {
             ("POSTROOM_DAEMON__BATCH_SIZE".to_string(), "7".to_string()),
             ("POSTROOM_MAIL__AUTHSERV_ID".to_string(), "mx.example.org".to_string()),
             ("OTHER".to_string(), "ignored".to_string()),
+            ("POSTROOM_LOG".to_string(), "debug".to_string()),
+            ("POSTROOM_FAILPOINT".to_string(), "after_commit".to_string()),
         ];
         let c = Config::from_toml("t", DEFAULT_TOML, env).unwrap();
         assert_eq!(c.database.url, "postgres://x@127.0.0.1/db");

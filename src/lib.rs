@@ -9,9 +9,18 @@ pub mod embedded {
 }
 
 pub mod config;
+pub mod daemon;
+pub mod failpoint;
+pub mod ids;
+pub mod mailbox;
+pub mod message;
+pub mod pipeline;
 pub mod problem;
 pub mod reference;
+pub mod reply;
+pub mod samples;
 pub mod store;
+pub mod validate;
 
 /// Lower-case hex SHA-256: the key of raw messages and attachments in the ledger and in receipts.
 pub fn sha256_hex(bytes: &[u8]) -> String {

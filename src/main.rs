@@ -32,6 +32,23 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
+    /// The daemon: watch every configured mailbox until Ctrl-C, filing and answering each message.
+    Run {
+        /// Drain every mailbox and the outbox once, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run the pipeline on .eml files (filed and answered like `run`; the files are never moved).
+    Process {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The mailbox the files count as arriving in (default: the first configured).
+        #[arg(long)]
+        mailbox: Option<String>,
+        /// One JSON object per message, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every problem code with its meaning and fix.
     Problems {
         /// As the Markdown page docs/problem-codes.md.
@@ -126,6 +143,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Run { once } => {
+            let config = load_config(&cli)?;
+            runtime()?.block_on(async {
+                let pipeline = postroom::daemon::open(config).await?;
+                let (stop, shutdown) = postroom::daemon::Shutdown::new();
+                tokio::spawn(async move {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        tracing::info!("Ctrl-C: finishing the message in hand, then stopping");
+                        let _ = stop.send(true);
+                    }
+                });
+                tracing::info!(mailboxes = pipeline.config.mailboxes.len(), "postroom is watching");
+                postroom::daemon::run(&pipeline, shutdown, *once).await
+            })?;
+        }
+        Command::Process { files, mailbox, json } => {
+            let config = load_config(&cli)?;
+            let mailbox = match mailbox {
+                Some(name) => config
+                    .mailbox(name)
+                    .cloned()
+                    .with_context(|| format!("no mailbox named `{name}` in the configuration"))?,
+                None => config.mailboxes.first().cloned().context("the configuration has no mailboxes")?,
+            };
+            let any_failed = runtime()?.block_on(async {
+                let pipeline = postroom::daemon::open(config).await?;
+                let mut failed = false;
+                for file in files {
+                    let raw = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+                    // Keyed by content: processing the same file twice is recognised as a duplicate.
+                    let key = format!("file:{}", postroom::sha256_hex(&raw));
+                    match pipeline.process(&mailbox, &key, &raw, chrono::Utc::now()).await {
+                        Ok(outcome) if *json => println!("{}", serde_json::to_string(&outcome)?),
+                        Ok(outcome) => print_outcome(&file.display().to_string(), &outcome),
+                        Err(e) => {
+                            failed = true;
+                            eprintln!("{}: not processed: {e}", file.display());
+                        }
+                    }
+                }
+                postroom::daemon::deliver_replies(&pipeline).await?;
+                anyhow::Ok(failed)
+            })?;
+            if any_failed {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Migrate => {
             let config = load_config(&cli)?;
             runtime()?.block_on(async {
@@ -135,4 +199,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(name: &str, o: &postroom::pipeline::Outcome) {
+    let refs = if o.references.is_empty() { "-".to_string() } else { o.references.join(", ") };
+    println!("{name}: {} {refs} reply={}", o.outcome, o.reply.as_deref().unwrap_or("none"));
+    if let Some(reason) = &o.reason {
+        println!("    reason: {reason}");
+    }
+    for p in &o.problems {
+        println!("    {} {}: {}", p.code.as_str(), p.field.as_deref().unwrap_or("-"), p.message);
+    }
 }

@@ -63,7 +63,7 @@ impl Reference {
         if !body.bytes().all(|b| CROCKFORD.contains(&b)) || !check.bytes().all(|b| ALNUM.contains(&b)) {
             return Err(shape());
         }
-        if check.chars().next() != Some(check_char(&body)) {
+        if !check.starts_with(check_char(&body)) {
             return Err(ReferenceError::Check(text.trim().to_string()));
         }
         Ok(Reference(format!("{}-{body}{check}", prefix.to_ascii_uppercase())))

@@ -54,9 +54,7 @@ impl EmailAddress {
         if trimmed.len() > MAX_ADDRESS_LEN {
             return Err(AddressError::TooLong);
         }
-        if trimmed.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c)
-        }) {
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control() || "<>()[],;:\\\"".contains(c)) {
             return Err(AddressError::BadCharacter);
         }
         let (local, domain) = match trimmed.split_once('@') {
@@ -93,16 +91,12 @@ impl EmailAddress {
 
     /// The part before the `@`, as written.
     pub fn local_part(&self) -> &str {
-        self.address
-            .rsplit_once('@')
-            .map_or(self.address.as_str(), |(local, _)| local)
+        self.address.rsplit_once('@').map_or(self.address.as_str(), |(local, _)| local)
     }
 
     /// The lowercase domain.
     pub fn domain(&self) -> &str {
-        self.address
-            .rsplit_once('@')
-            .map_or("", |(_, domain)| domain)
+        self.address.rsplit_once('@').map_or("", |(_, domain)| domain)
     }
 }
 
@@ -176,11 +170,7 @@ pub(super) fn mailboxes(header: &mailparse::MailHeader<'_>) -> Vec<Mailbox> {
         };
         for info in singles {
             if let Ok(address) = EmailAddress::parse(&info.addr) {
-                let name = info
-                    .display_name
-                    .as_deref()
-                    .map(super::envelope::clean_text)
-                    .filter(|n| !n.is_empty());
+                let name = info.display_name.as_deref().map(super::envelope::clean_text).filter(|n| !n.is_empty());
                 out.push(Mailbox { name, address });
             }
         }

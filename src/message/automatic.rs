@@ -74,10 +74,10 @@ impl Message {
         if self.from_own_address(own_addresses) {
             return Some(AutoReason::OwnAddress);
         }
-        if self.is_delivery_report() || self.from_local_part_is(&["mailerdaemon", "postmaster"]) {
+        if self.is_delivery_report() || self.author_local_part_is(&["mailerdaemon", "postmaster"]) {
             return Some(AutoReason::Bounce);
         }
-        if self.report_type().is_some() {
+        if self.report_type.is_some() {
             // Read receipts and other machine reports (RFC 6522) that are not about delivery.
             return Some(AutoReason::AutoSubmitted);
         }
@@ -95,7 +95,7 @@ impl Message {
             // is a delivery report without the report structure.
             return Some(AutoReason::Bounce);
         }
-        if self.from_no_reply_sender() {
+        if self.sender_is_no_reply() {
             return Some(AutoReason::NoReplySender);
         }
         None
@@ -112,10 +112,7 @@ impl Message {
     /// inside the report, else from `In-Reply-To`, else the last of `References`. `None` when this is
     /// not a bounce.
     pub fn bounced_message_id(&self) -> Option<&str> {
-        let bounce = self.is_delivery_report()
-            || self.from_local_part_is(&["mailerdaemon", "postmaster"])
-            || (self.envelope.return_path == Some(ReturnPath::Null)
-                && matches!(self.automatic(&[]), Some(AutoReason::Bounce)));
+        let bounce = matches!(self.automatic(&[]), Some(AutoReason::Bounce));
         if !bounce {
             return None;
         }
@@ -125,38 +122,16 @@ impl Message {
             .or_else(|| self.envelope.references.last().map(String::as_str))
     }
 
-    /// `report-type` of a top-level `multipart/report` (RFC 6522), lowercased.
-    fn report_type(&self) -> Option<String> {
-        let content_type = self.envelope.headers.first("Content-Type")?;
-        let parsed = mailparse::parse_content_type(content_type);
-        if parsed.mimetype != "multipart/report" {
-            return None;
-        }
-        Some(
-            parsed
-                .params
-                .get("report-type")
-                .map(|t| t.trim().to_ascii_lowercase())
-                .unwrap_or_default(),
-        )
-    }
-
     fn is_delivery_report(&self) -> bool {
-        self.report_type().as_deref() == Some("delivery-status")
+        self.report_type.as_deref() == Some("delivery-status")
     }
 
     fn is_out_of_office(&self) -> bool {
         let headers = &self.envelope.headers;
-        if headers
-            .all("X-Autoreply")
-            .any(|v| !v.trim().eq_ignore_ascii_case("no"))
+        if headers.all_raw("X-Autoreply").any(|v| !v.trim().eq_ignore_ascii_case("no"))
             || headers.contains("X-Autorespond")
-            || headers
-                .all("Auto-Submitted")
-                .any(|v| keyword(v).eq_ignore_ascii_case("auto-replied"))
-            || headers
-                .all("Precedence")
-                .any(|v| keyword(v).eq_ignore_ascii_case("auto_reply"))
+            || headers.all_raw("Auto-Submitted").any(|v| keyword(v).eq_ignore_ascii_case("auto-replied"))
+            || headers.all_raw("Precedence").any(|v| keyword(v).eq_ignore_ascii_case("auto_reply"))
         {
             return true;
         }
@@ -180,42 +155,33 @@ impl Message {
         };
         let lower = subject.trim().to_lowercase();
         let lower = lower.trim_start_matches('[');
-        OUT_OF_OFFICE_SUBJECTS.iter().any(|p| lower.starts_with(p))
-            || lower.contains("out of office")
+        OUT_OF_OFFICE_SUBJECTS.iter().any(|p| lower.starts_with(p)) || lower.contains("out of office")
     }
 
     /// RFC 3834: any `Auto-Submitted` value other than `no` (case-insensitive, parameters ignored).
     fn auto_submitted(&self) -> bool {
-        self.envelope
-            .headers
-            .all("Auto-Submitted")
-            .any(|v| !keyword(v).eq_ignore_ascii_case("no"))
+        self.envelope.headers.all_raw("Auto-Submitted").any(|v| !keyword(v).eq_ignore_ascii_case("no"))
     }
 
     fn is_list_mail(&self) -> bool {
         let headers = &self.envelope.headers;
         headers.contains("List-Id")
             || headers.contains("List-Unsubscribe")
-            || headers.all("Precedence").any(|v| {
+            || headers.all_raw("Precedence").any(|v| {
                 let v = keyword(v);
-                ["bulk", "list", "junk"]
-                    .iter()
-                    .any(|p| v.eq_ignore_ascii_case(p))
+                ["bulk", "list", "junk"].iter().any(|p| v.eq_ignore_ascii_case(p))
             })
     }
 
-    fn from_no_reply_sender(&self) -> bool {
+    fn sender_is_no_reply(&self) -> bool {
         self.envelope.from_mailboxes.iter().any(|m| {
             let local = squashed_local_part(&m.address);
             local.starts_with("noreply") || local.starts_with("donotreply")
         })
     }
 
-    fn from_local_part_is(&self, names: &[&str]) -> bool {
-        self.envelope
-            .from_mailboxes
-            .iter()
-            .any(|m| names.contains(&squashed_local_part(&m.address).as_str()))
+    fn author_local_part_is(&self, names: &[&str]) -> bool {
+        self.envelope.from_mailboxes.iter().any(|m| names.contains(&squashed_local_part(&m.address).as_str()))
     }
 }
 
@@ -224,11 +190,7 @@ impl Message {
 fn squashed_local_part(address: &EmailAddress) -> String {
     let local = address.local_part();
     let local = local.split('+').next().unwrap_or(local);
-    local
-        .chars()
-        .filter(|c| !matches!(c, '-' | '_' | '.'))
-        .flat_map(char::to_lowercase)
-        .collect()
+    local.chars().filter(|c| !matches!(c, '-' | '_' | '.')).flat_map(char::to_lowercase).collect()
 }
 
 /// The first token of a structured header value: parameters after `;` and comments dropped.

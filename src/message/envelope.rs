@@ -1,17 +1,22 @@
 //! The envelope: who a message is from, what it answers, and every top-level header kept for the
-//! automatic-mail and authentication rules. Values are unfolded and RFC 2047 decoded; raw 8-bit header
-//! bytes are read as UTF-8, else Latin-1, so nothing is lost to a decoding error.
+//! automatic-mail and authentication rules. Raw 8-bit header bytes are read as UTF-8, else Latin-1, so
+//! nothing is lost to a decoding error.
 
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 use mailparse::{MailHeader, MailHeaderMap};
 
 use super::address::{self, EmailAddress, Mailbox};
 
-/// One header as it appeared, value unfolded and decoded.
+/// One header as it appeared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub name: String,
+    /// Unfolded and RFC 2047 decoded: right for text such as `Subject`.
     pub value: String,
+    /// Unfolded only. Structured headers (`Authentication-Results`, `Auto-Submitted`, `Precedence`)
+    /// may not contain encoded words, and decoding one would let a sender disguise a value, for
+    /// example an authserv-id our MTA does not recognise as its own and so does not strip.
+    pub raw: String,
 }
 
 /// The top-level headers in message order, looked up case-insensitively.
@@ -19,22 +24,29 @@ pub struct Header {
 pub struct Headers(Vec<Header>);
 
 impl Headers {
-    /// The first header with this name (the topmost, e.g. the `Return-Path` the final MTA added).
+    /// The first header with this name (the topmost, e.g. the `Return-Path` the final MTA added), decoded.
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.all(name).next()
+        self.find(name).next().map(|h| h.value.as_str())
     }
 
-    /// Every header with this name, in message order.
-    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_str())
+    /// Every header with this name, in message order, decoded.
+    pub fn all<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        self.find(name).map(|h| h.value.as_str())
+    }
+
+    /// The first header with this name, unfolded but not decoded.
+    pub fn first_raw(&self, name: &str) -> Option<&str> {
+        self.find(name).next().map(|h| h.raw.as_str())
+    }
+
+    /// Every header with this name, in message order, unfolded but not decoded.
+    pub fn all_raw<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+        self.find(name).map(|h| h.raw.as_str())
     }
 
     /// Whether at least one header has this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.first(name).is_some()
+        self.find(name).next().is_some()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Header> {
@@ -47,6 +59,10 @@ impl Headers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    fn find<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a Header> + use<'a, 'n> {
+        self.0.iter().filter(move |h| h.name.eq_ignore_ascii_case(name))
     }
 }
 
@@ -98,42 +114,27 @@ impl Envelope {
                 .map(|h| Header {
                     name: h.get_key().trim().to_string(),
                     value: h.get_value().trim().to_string(),
+                    raw: unfold(h.get_value_raw()),
                 })
                 .collect(),
         );
 
         let from_headers = raw.get_all_headers("From");
-        let from_mailboxes: Vec<Mailbox> = from_headers
-            .iter()
-            .flat_map(|h| address::mailboxes(h))
-            .collect();
+        let from_mailboxes: Vec<Mailbox> = from_headers.iter().flat_map(|h| address::mailboxes(h)).collect();
         let from = match (from_headers.len(), from_mailboxes.as_slice()) {
             (1, [only]) => Some(only.clone()),
             _ => None,
         };
-        let first_mailboxes = |name: &str| {
-            raw.get_first_header(name)
-                .map(address::mailboxes)
-                .unwrap_or_default()
-        };
-        let all_mailboxes = |name: &str| {
-            raw.get_all_headers(name)
-                .into_iter()
-                .flat_map(address::mailboxes)
-                .collect::<Vec<_>>()
-        };
+        let first_mailboxes = |name: &str| raw.get_first_header(name).map(address::mailboxes).unwrap_or_default();
+        let all_mailboxes =
+            |name: &str| raw.get_all_headers(name).into_iter().flat_map(address::mailboxes).collect::<Vec<_>>();
 
-        let subject = headers
-            .first("Subject")
-            .map(clean_text)
-            .filter(|s| !s.is_empty());
-        let message_id = headers
-            .first("Message-ID")
-            .and_then(|v| message_ids(v).into_iter().next());
-        let in_reply_to = headers.first("In-Reply-To").map(message_ids).unwrap_or_default();
-        let references = headers.first("References").map(message_ids).unwrap_or_default();
-        let date = headers.first("Date").and_then(parse_date);
-        let return_path = headers.first("Return-Path").map(parse_return_path);
+        let subject = headers.first("Subject").map(clean_text).filter(|s| !s.is_empty());
+        let message_id = headers.first_raw("Message-ID").and_then(|v| message_ids(v).into_iter().next());
+        let in_reply_to = headers.first_raw("In-Reply-To").map(message_ids).unwrap_or_default();
+        let references = headers.first_raw("References").map(message_ids).unwrap_or_default();
+        let date = headers.first_raw("Date").and_then(parse_date);
+        let return_path = headers.first_raw("Return-Path").map(parse_return_path);
 
         Self {
             from,
@@ -158,6 +159,15 @@ impl Envelope {
     }
 }
 
+/// A header value with its line breaks removed (RFC 5322 unfolding), read as UTF-8 or else Latin-1.
+fn unfold(value: &[u8]) -> String {
+    let text = match std::str::from_utf8(value) {
+        Ok(text) => text.to_string(),
+        Err(_) => value.iter().map(|b| char::from(*b)).collect(),
+    };
+    text.replace(['\r', '\n'], "").trim().to_string()
+}
+
 /// Message IDs from `Message-ID`, `In-Reply-To` or `References`, without angle brackets. Lenient: text
 /// outside brackets (phrases, comments) is skipped, and a lone bare token is taken as the ID, because
 /// real senders write `Message-ID: abc@host` and dropping it would break duplicate detection.
@@ -175,7 +185,8 @@ pub(super) fn message_ids(value: &str) -> Vec<String> {
     }
     if ids.is_empty() {
         let bare = value.trim();
-        if !bare.is_empty() && !bare.contains(['<', '>']) && !bare.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !bare.is_empty() && !bare.contains(['<', '>']) && !bare.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             ids.push(bare.to_string());
         }
     }
@@ -186,30 +197,24 @@ fn parse_date(value: &str) -> Option<DateTime<FixedOffset>> {
     if let Ok(date) = DateTime::parse_from_rfc2822(value) {
         return Some(date);
     }
-    // mailparse is laxer (missing weekday, odd spacing) but loses the offset: keep the instant in UTC.
-    let seconds = mailparse::dateparse(value).ok()?;
-    Utc.timestamp_opt(seconds, 0)
-        .single()
-        .map(|d| d.fixed_offset())
+    // mailparse is laxer (one-digit hours, odd spacing) but loses the offset, so keep the instant in
+    // UTC; it also returns 0 for text with no date in it, so insist on a time of day.
+    if !value.contains(':') {
+        return None;
+    }
+    let seconds = mailparse::dateparse(value).ok().filter(|s| *s > 0)?;
+    Utc.timestamp_opt(seconds, 0).single().map(|d| d.fixed_offset())
 }
 
 fn parse_return_path(value: &str) -> ReturnPath {
     let inner = value.trim().trim_start_matches('<').trim_end_matches('>').trim();
-    if inner.is_empty() {
-        ReturnPath::Null
-    } else {
-        ReturnPath::Address(inner.to_string())
-    }
+    if inner.is_empty() { ReturnPath::Null } else { ReturnPath::Address(inner.to_string()) }
 }
 
 /// Replaces control characters (CR, LF, NUL, ...) with spaces and trims: decoded header text is shown
 /// to staff and may be echoed in replies, where a decoded line break would start a new header.
 pub(super) fn clean_text(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
 }
 
 /// Reply and forward prefixes in the languages our senders' mail clients use (DESIGN.md).
@@ -245,10 +250,7 @@ pub fn strip_reply_prefixes(subject: &str) -> &str {
 }
 
 fn strip_one_prefix(text: &str) -> Option<&str> {
-    let word_len = text
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_alphabetic())
-        .map_or(text.len(), |(i, _)| i);
+    let word_len = text.char_indices().find(|(_, c)| !c.is_ascii_alphabetic()).map_or(text.len(), |(i, _)| i);
     let word = &text[..word_len];
     if !REPLY_PREFIXES.iter().any(|p| p.eq_ignore_ascii_case(word)) {
         return None;
@@ -279,10 +281,7 @@ fn strip_one_tag(text: &str) -> Option<&str> {
     }
     // `EXTERNAL:` without brackets.
     let (word, rest) = text.split_once(':')?;
-    GATEWAY_TAGS
-        .iter()
-        .any(|t| t.eq_ignore_ascii_case(word.trim()))
-        .then_some(rest)
+    GATEWAY_TAGS.iter().any(|t| t.eq_ignore_ascii_case(word.trim())).then_some(rest)
 }
 
 #[cfg(test)]
@@ -302,10 +301,7 @@ mod tests {
     fn return_path_null_and_address() {
         assert_eq!(parse_return_path("<>"), ReturnPath::Null);
         assert_eq!(parse_return_path(" < > "), ReturnPath::Null);
-        assert_eq!(
-            parse_return_path("<Bounce@Example.org>"),
-            ReturnPath::Address("Bounce@Example.org".into())
-        );
+        assert_eq!(parse_return_path("<Bounce@Example.org>"), ReturnPath::Address("Bounce@Example.org".into()));
     }
 
     #[test]
@@ -318,5 +314,7 @@ mod tests {
         let date = parse_date("Tue, 3 Nov 2026 09:15:00 +0000 (GMT)");
         assert_eq!(date.map(|d| d.to_rfc3339()), Some("2026-11-03T09:15:00+00:00".into()));
         assert!(parse_date("not a date").is_none());
+        let lax = parse_date("Tue, 3 Nov 2026 9:15:00 +0100");
+        assert_eq!(lax.map(|d| d.to_rfc3339()), Some("2026-11-03T08:15:00+00:00".into()));
     }
 }

@@ -1,0 +1,102 @@
+//! The daemon's loops: drain each mailbox (file, then settle), drain the outbox, sleep, repeat until
+//! shutdown. A shutdown request lets the message in hand finish; nothing is left half-filed.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::{Config, MailboxKind};
+use crate::forms::Catalog;
+use crate::mailbox::Maildir;
+use crate::pipeline::{Outcome, Pipeline};
+use crate::reply::Templates;
+use crate::reply::outbox::{self, Drained, FileTransport};
+use crate::store::Store;
+
+/// Builds the pipeline from configuration: forms, templates, database (migrated).
+pub async fn open(config: Config) -> anyhow::Result<Pipeline> {
+    let catalog = match &config.forms.dir {
+        Some(dir) => Catalog::with_overrides(dir)?,
+        None => Catalog::embedded()?,
+    };
+    let templates = Templates::load(None)?;
+    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
+    Ok(Pipeline::new(config, catalog, templates, store))
+}
+
+/// Tells every loop to stop after the message in hand.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits `d`, or less if shutdown is requested meanwhile.
+    pub async fn sleep(&mut self, d: Duration) {
+        let _ = tokio::time::timeout(d, self.0.wait_for(|stop| *stop)).await;
+    }
+}
+
+/// Files every message waiting in a Maildir mailbox and settles each after its commit.
+pub async fn drain_maildir(p: &Pipeline, mailbox_name: &str, shutdown: &Shutdown) -> anyhow::Result<Vec<Outcome>> {
+    let Some(mb) = p.config.mailbox(mailbox_name) else { anyhow::bail!("no mailbox named {mailbox_name}") };
+    let Some(path) = &mb.path else { anyhow::bail!("mailbox {mailbox_name} has no path") };
+    let maildir = Maildir::open(path)?;
+    let mut outcomes = Vec::new();
+    for (key, path) in maildir.waiting()? {
+        if shutdown.requested() {
+            break;
+        }
+        let Some(fetched) = maildir.read(&key, &path)? else { continue };
+        let outcome = p.process(mb, &fetched.key, &fetched.raw, fetched.received_at).await?;
+        maildir.settle(&fetched.key, outcome.folder.as_str())?;
+        p.store.mark_settled(outcome.ledger_id, outcome.folder.as_str()).await?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+/// Sends (writes) every due reply.
+pub async fn deliver_replies(p: &Pipeline) -> anyhow::Result<Drained> {
+    let transport = FileTransport { dir: p.config.outbox.dir.clone() };
+    Ok(outbox::drain(&p.store, &transport, 10).await?)
+}
+
+/// The daemon: every mailbox, then the outbox, every poll interval, until shutdown (or after one round
+/// when `once`).
+pub async fn run(p: &Pipeline, mut shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
+    let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
+    while !shutdown.requested() {
+        for mb in &p.config.mailboxes {
+            match mb.kind {
+                MailboxKind::Maildir => match drain_maildir(p, &mb.name, &shutdown).await {
+                    Ok(outcomes) if !outcomes.is_empty() => {
+                        tracing::info!(mailbox = %mb.name, messages = outcomes.len(), "mailbox drained")
+                    }
+                    Ok(_) => {}
+                    // One failing mailbox never stops the others; it is tried again next round.
+                    Err(e) => tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed"),
+                },
+                MailboxKind::Imap => {
+                    tracing::error!(mailbox = %mb.name, "IMAP mailboxes are not supported by this build yet")
+                }
+            }
+        }
+        if let Err(e) = deliver_replies(p).await {
+            tracing::error!(error = %e, "outbox failed");
+        }
+        if once {
+            break;
+        }
+        shutdown.sleep(interval).await;
+    }
+    tracing::info!("shut down cleanly");
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Shared XML plumbing for the package parts: text decoding, a quick-xml event loop that enforces the depth
+//! cap and turns parser errors into [`ExtractError`]s, entity and attribute helpers, and the three small
+//! parts read besides the body (`[Content_Types].xml`, `docProps/custom.xml`, `docProps/core.xml`).
+//!
+//! Elements and attributes are matched by local name, so any namespace prefix works (Strict OOXML and
+//! other writers use other prefixes). quick-xml does no DTD processing: `<!DOCTYPE>` is ignored and
+//! only the five predefined entities and character references are expanded.
+
+use std::borrow::Cow;
+
+use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::{Reader, XmlVersion};
+
+use super::ExtractError;
+
+/// Decodes a part's bytes: UTF-8 (optional BOM) or UTF-16 with a BOM, as XML allows.
+pub(super) fn decode(buf: Vec<u8>, part: &str) -> Result<String, ExtractError> {
+    let utf16 = |be: bool, body: &[u8]| {
+        let units = body.chunks_exact(2).map(|c| match c {
+            [a, b] if be => u16::from_be_bytes([*a, *b]),
+            [a, b] => u16::from_le_bytes([*a, *b]),
+            _ => 0,
+        });
+        char::decode_utf16(units).collect::<Result<String, _>>().map_err(|_| malformed(part, "invalid UTF-16 text"))
+    };
+    match buf.as_slice() {
+        [0xFF, 0xFE, rest @ ..] => utf16(false, rest),
+        [0xFE, 0xFF, rest @ ..] => utf16(true, rest),
+        _ => {
+            let mut text = String::from_utf8(buf).map_err(|_| malformed(part, "text is not valid UTF-8"))?;
+            if text.starts_with('\u{feff}') {
+                text.drain(..'\u{feff}'.len_utf8());
+            }
+            Ok(text)
+        }
+    }
+}
+
+pub(super) fn malformed(part: &str, detail: impl std::fmt::Display) -> ExtractError {
+    ExtractError::MalformedXml { part: part.to_string(), detail: detail.to_string() }
+}
+
+/// A quick-xml reader over one part that counts depth itself (no recursion anywhere) and refuses
+/// nesting beyond the limit before the parser's own name stack can grow further.
+pub(super) struct Walker<'a> {
+    reader: Reader<&'a [u8]>,
+    part: &'a str,
+    depth: usize,
+    max_depth: usize,
+    saw_root: bool,
+}
+
+impl<'a> Walker<'a> {
+    pub fn new(xml: &'a str, part: &'a str, max_depth: usize) -> Walker<'a> {
+        Walker { reader: Reader::from_str(xml), part, depth: 0, max_depth, saw_root: false }
+    }
+
+    pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
+        let event = self.reader.read_event().map_err(|e| malformed(self.part, e))?;
+        match &event {
+            Event::Start(_) => {
+                self.depth += 1;
+                self.saw_root = true;
+                if self.depth > self.max_depth {
+                    return Err(ExtractError::TooDeep { part: self.part.to_string(), limit: self.max_depth });
+                }
+            }
+            Event::Empty(_) => {
+                self.saw_root = true;
+                if self.depth + 1 > self.max_depth {
+                    return Err(ExtractError::TooDeep { part: self.part.to_string(), limit: self.max_depth });
+                }
+            }
+            Event::End(_) => self.depth = self.depth.saturating_sub(1),
+            Event::Eof if self.depth != 0 => return Err(malformed(self.part, "the part ends inside an element")),
+            Event::Eof if !self.saw_root => return Err(malformed(self.part, "the part has no root element")),
+            _ => {}
+        }
+        Ok(event)
+    }
+}
+
+/// Appends what an entity or character reference stands for; an unknown entity (there is no DTD to
+/// define one) is kept as written rather than silently dropped.
+pub(super) fn push_ref(out: &mut String, r: &BytesRef<'_>) {
+    match r.resolve_char_ref() {
+        Ok(Some(c)) => out.push(c),
+        Ok(None) => match &**r {
+            "amp" => out.push('&'),
+            "lt" => out.push('<'),
+            "gt" => out.push('>'),
+            "quot" => out.push('"'),
+            "apos" => out.push('\''),
+            other => {
+                out.push('&');
+                out.push_str(other);
+                out.push(';');
+            }
+        },
+        Err(_) => out.push('\u{fffd}'),
+    }
+}
+
+/// The value of the attribute with this local name (`w:val`, `w14:val`, `val` alike), unescaped.
+pub(super) fn attr<'e>(e: &'e BytesStart<'_>, local: &str) -> Option<Cow<'e, str>> {
+    let mut attrs = e.attributes();
+    attrs.with_checks(false);
+    for a in attrs.flatten() {
+        if a.key.local_name().as_ref() == local {
+            return Some(match a.normalized_value(XmlVersion::Implicit1_0) {
+                Ok(v) => v,
+                Err(_) => a.value,
+            });
+        }
+    }
+    None
+}
+
+/// What `[Content_Types].xml` says about the package.
+#[derive(Debug, Default)]
+pub(super) struct ContentTypes {
+    /// The main document part (usually `word/document.xml`, but Office 365 writes `document2.xml`).
+    pub main: Option<String>,
+    pub macro_enabled: bool,
+}
+
+const MAIN_TYPES: &[&str] = &[
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.template.main+xml",
+];
+
+pub(super) fn content_types(xml: &str, max_depth: usize) -> Result<ContentTypes, ExtractError> {
+    let part = "[Content_Types].xml";
+    let mut walker = Walker::new(xml, part, max_depth);
+    let mut found = ContentTypes::default();
+    loop {
+        match walker.next()? {
+            Event::Start(e) | Event::Empty(e) => {
+                let local = e.local_name();
+                let local = local.as_ref();
+                if local != "Override" && local != "Default" {
+                    continue;
+                }
+                let Some(kind) = attr(&e, "ContentType") else { continue };
+                let lower = kind.to_ascii_lowercase();
+                if lower.contains("macroenabled") || lower.contains("vbaproject") {
+                    found.macro_enabled = true;
+                }
+                if local == "Override" && found.main.is_none() && MAIN_TYPES.iter().any(|t| lower == *t) {
+                    found.main = attr(&e, "PartName").map(|p| p.trim_start_matches('/').to_string());
+                }
+            }
+            Event::Eof => return Ok(found),
+            _ => {}
+        }
+    }
+}
+
+/// `postroom.form` and `postroom.version` from `docProps/custom.xml`, when present.
+pub(super) fn custom_properties(xml: &str, max_depth: usize) -> Result<(Option<String>, Option<String>), ExtractError> {
+    let mut walker = Walker::new(xml, "docProps/custom.xml", max_depth);
+    let (mut form, mut version) = (None, None);
+    // Which wanted property we are inside (0 form, 1 version), the depth it opened at, and its text.
+    let mut current: Option<(u8, usize)> = None;
+    let mut depth = 0usize;
+    let mut text = String::new();
+    loop {
+        match walker.next()? {
+            Event::Start(e) => {
+                depth += 1;
+                if current.is_none() && e.local_name().as_ref() == "property" {
+                    current = match attr(&e, "name").as_deref().map(str::trim) {
+                        Some("postroom.form") => Some((0, depth)),
+                        Some("postroom.version") => Some((1, depth)),
+                        _ => None,
+                    };
+                    text.clear();
+                }
+            }
+            Event::End(_) => {
+                if let Some((which, at)) = current
+                    && at == depth
+                {
+                    let value = text.trim().to_string();
+                    let value = (!value.is_empty()).then_some(value);
+                    if which == 0 {
+                        form = form.or(value)
+                    } else {
+                        version = version.or(value)
+                    }
+                    current = None;
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Event::Text(t) if current.is_some() => text.push_str(&t.xml10_content()),
+            Event::CData(t) if current.is_some() => text.push_str(&t),
+            Event::GeneralRef(r) if current.is_some() => push_ref(&mut text, &r),
+            Event::Eof => return Ok((form, version)),
+            _ => {}
+        }
+    }
+}
+
+/// `dc:title` from `docProps/core.xml`.
+pub(super) fn core_title(xml: &str, max_depth: usize) -> Result<Option<String>, ExtractError> {
+    let mut walker = Walker::new(xml, "docProps/core.xml", max_depth);
+    let mut inside = false;
+    let mut title = String::new();
+    loop {
+        match walker.next()? {
+            Event::Start(e) if e.local_name().as_ref() == "title" => inside = true,
+            Event::End(e) if e.local_name().as_ref() == "title" => inside = false,
+            Event::Text(t) if inside => title.push_str(&t.xml10_content()),
+            Event::CData(t) if inside => title.push_str(&t),
+            Event::GeneralRef(r) if inside => push_ref(&mut title, &r),
+            Event::Eof => {
+                let title = title.trim();
+                return Ok((!title.is_empty()).then(|| title.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_properties_read_with_any_prefix_and_entities() {
+        let xml = r#"<?xml version="1.0"?><Properties xmlns="x" xmlns:q="v">
+            <property fmtid="{D5}" pid="2" name="postroom.form"><q:lpwstr>death</q:lpwstr></property>
+            <property fmtid="{D5}" pid="3" name="other"><q:lpwstr>zzz</q:lpwstr></property>
+            <property fmtid="{D5}" pid="4" name="postroom.version"><q:lpwstr>2026&#46;1</q:lpwstr></property>
+        </Properties>"#;
+        let (form, version) = custom_properties(xml, 256).unwrap();
+        assert_eq!(form.as_deref(), Some("death"));
+        assert_eq!(version.as_deref(), Some("2026.1"));
+    }
+
+    #[test]
+    fn content_types_find_main_part_and_macros() {
+        let xml = r#"<Types xmlns="ct"><Default Extension="xml" ContentType="application/xml"/>
+            <Override PartName="/word/document2.xml" ContentType="application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>"#;
+        let ct = content_types(xml, 256).unwrap();
+        assert_eq!(ct.main.as_deref(), Some("word/document2.xml"));
+        assert!(!ct.macro_enabled);
+        let docm = xml.replace(
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+            "application/vnd.ms-word.document.macroEnabled.main+xml",
+        );
+        assert!(content_types(&docm, 256).unwrap().macro_enabled);
+    }
+
+    #[test]
+    fn walker_reports_depth_truncation_and_bad_text() {
+        let deep = format!("{}{}", "<a>".repeat(20), "</a>".repeat(20));
+        let mut w = Walker::new(&deep, "p", 10);
+        let err = loop {
+            match w.next() {
+                Err(e) => break e,
+                Ok(Event::Eof) => panic!("no error"),
+                Ok(_) => {}
+            }
+        };
+        assert_eq!(err.reason_code(), "size:too_deep");
+        assert_eq!(core_title("<a><title>x", 10).unwrap_err().reason_code(), "type:malformed_xml");
+        assert_eq!(core_title("", 10).unwrap_err().reason_code(), "type:malformed_xml");
+        assert_eq!(decode(vec![0xC3, 0x28], "p").unwrap_err().reason_code(), "type:malformed_xml");
+        assert_eq!(decode(vec![0xFF, 0xFE, b'<', 0, b'a', 0, b'/', 0, b'>', 0], "p").unwrap(), "<a/>");
+        assert_eq!(decode("\u{feff}<a/>".as_bytes().to_vec(), "p").unwrap(), "<a/>");
+    }
+}

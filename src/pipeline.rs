@@ -1,0 +1,565 @@
+//! One message through every stage, in order: store the raw bytes, parse, refuse machines and forgers,
+//! spot duplicates, read each attached form, validate it, decide the outcome, and file everything with the
+//! reply in one transaction. The only module that knows the order; each stage lives in its own module.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Europe::London;
+use serde::Serialize;
+
+use crate::config::{Config, MailboxConfig};
+use crate::forms::{Catalog, FieldKind, FormDef, Value, extract};
+use crate::message::{AutoReason, Dmarc, EmailAddress, Message, SkipReason};
+use crate::problem::{Problem, ProblemCode};
+use crate::reference::Reference;
+use crate::reply::{self, FormReply, LabelValue, ProblemLine, ReplyData, ReplyKind, Templates};
+use crate::store::{Filing, Inbound, NewReply, NewSubmission, Recorded, Store, StoreError};
+use crate::validate::{self, Checked};
+
+/// Where a message goes once filed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Folder {
+    Processed,
+    Rejected,
+    Quarantine,
+}
+
+impl Folder {
+    fn for_status(status: &str) -> Folder {
+        match status {
+            "rejected" => Folder::Rejected,
+            "quarantined" => Folder::Quarantine,
+            _ => Folder::Processed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Folder::Processed => "Processed",
+            Folder::Rejected => "Rejected",
+            Folder::Quarantine => "Quarantine",
+        }
+    }
+}
+
+/// What became of one message: the `process --json` line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// The ledger row.
+    pub ledger_id: i64,
+    /// The email's Message-ID header; null when it had none.
+    pub message_id: Option<String>,
+    /// accepted | rejected | quarantined | ignored | duplicate
+    pub outcome: String,
+    /// Why, for quarantined, ignored and duplicate messages (a stable reason code).
+    pub reason: Option<String>,
+    /// One per filed form; for a duplicate, the original's.
+    pub references: Vec<String>,
+    pub problems: Vec<Problem>,
+    /// The kind of reply queued: confirmation | rejection | no_form, or null.
+    pub reply: Option<String>,
+    #[serde(skip)]
+    pub folder: Folder,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Reply(#[from] reply::ReplyError),
+}
+
+/// Everything the pipeline needs, built once.
+pub struct Pipeline {
+    pub config: Config,
+    pub catalog: Catalog,
+    pub templates: Templates,
+    pub store: Store,
+    own_addresses: Vec<EmailAddress>,
+}
+
+/// One form found in the email, as far as it got.
+struct FormResult {
+    index: usize,
+    attachment_name: String,
+    sha256: String,
+    def: Option<FormDef>,
+    declared_version: Option<String>,
+    checked: Option<Checked>,
+    raw_values: serde_json::Value,
+    problems: Vec<Problem>,
+    resubmission_of: Option<(i64, String)>,
+    same_incident: Option<(i64, String)>,
+}
+
+/// The decision about a message before it is filed.
+struct Decision {
+    status: &'static str,
+    reason: Option<String>,
+    duplicate_of: Option<(i64, Vec<String>)>,
+    forms: Vec<FormResult>,
+    email_problems: Vec<Problem>,
+    reply: Option<ReplyKind>,
+}
+
+impl Decision {
+    fn without_reply(status: &'static str, reason: &str) -> Decision {
+        Decision {
+            status,
+            reason: Some(reason.to_string()),
+            duplicate_of: None,
+            forms: Vec::new(),
+            email_problems: Vec::new(),
+            reply: None,
+        }
+    }
+}
+
+const RESUBMISSION_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
+
+impl Pipeline {
+    pub fn new(config: Config, catalog: Catalog, templates: Templates, store: Store) -> Pipeline {
+        let own_addresses = config.mailboxes.iter().filter_map(|m| EmailAddress::parse(&m.address).ok()).collect();
+        Pipeline { config, catalog, templates, store, own_addresses }
+    }
+
+    /// Runs one message through the pipeline. Safe to repeat: a message already filed is recognised
+    /// and reported as a duplicate with its original references; nothing is filed or sent twice.
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, key = %source_key))]
+    pub async fn process(
+        &self,
+        mailbox: &MailboxConfig,
+        source_key: &str,
+        raw: &[u8],
+        received_at: DateTime<Utc>,
+    ) -> Result<Outcome, PipelineError> {
+        let recorded = self
+            .store
+            .record(Inbound { mailbox: &mailbox.name, source_key, raw, received_at: received_at.timestamp_millis() })
+            .await?;
+        let (ledger_id, sha256) = match recorded {
+            Recorded::Filed { id, status } => return self.already_filed(id, &status, raw).await,
+            Recorded::New { id, sha256 } | Recorded::Unfinished { id, sha256 } => (id, sha256),
+        };
+        crate::failpoint::hit("after_record");
+
+        let parsed = crate::message::parse(raw, &self.config.limits.message());
+        let decision = match &parsed {
+            Ok(m) => self.decide(ledger_id, mailbox, m, received_at).await?,
+            Err(e) => Decision::without_reply("quarantined", e.reason_code()),
+        };
+        let message = parsed.ok();
+        for attempt in 0..3 {
+            let filing = self.filing(ledger_id, &sha256, mailbox, message.as_ref(), &decision, received_at)?;
+            match self.store.file(&filing).await {
+                Ok(_) => {
+                    crate::failpoint::hit("after_commit");
+                    let outcome = self.outcome(ledger_id, message.as_ref(), &decision, &filing);
+                    tracing::info!(ledger_id, outcome = %outcome.outcome, reason = ?outcome.reason, forms = decision.forms.len(), "filed");
+                    return Ok(outcome);
+                }
+                // A freshly drawn reference collided with an old one: draw again.
+                Err(StoreError::ReferenceTaken(r)) if attempt < 2 => tracing::debug!(reference = %r, "reference taken"),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::ReferenceTaken("three draws in a row".into()).into())
+    }
+
+    async fn already_filed(&self, id: i64, status: &str, raw: &[u8]) -> Result<Outcome, PipelineError> {
+        let header_id =
+            crate::message::parse(raw, &self.config.limits.message()).ok().and_then(|m| m.envelope.message_id.clone());
+        Ok(Outcome {
+            ledger_id: id,
+            message_id: header_id,
+            outcome: "duplicate".into(),
+            reason: Some("duplicate:same_message".into()),
+            references: self.store.references_of(id).await?,
+            problems: Vec::new(),
+            reply: None,
+            folder: Folder::for_status(status),
+        })
+    }
+
+    async fn decide(
+        &self,
+        ledger_id: i64,
+        mailbox: &MailboxConfig,
+        m: &Message,
+        received_at: DateTime<Utc>,
+    ) -> Result<Decision, PipelineError> {
+        let env = &m.envelope;
+        if env.from_is_one_of(&self.own_addresses) {
+            return Ok(Decision::without_reply("quarantined", "loop:own_address"));
+        }
+        if let Some(auto) = m.automatic(&self.own_addresses) {
+            if auto == AutoReason::Bounce
+                && let Some(bounced) = m.bounced_message_id()
+                && self.store.mark_reply_bounced(bounced).await?
+            {
+                tracing::warn!(ledger_id, "a reply of ours bounced; marked delivery_failed for staff");
+            }
+            let status = if auto.quarantine() { "quarantined" } else { "ignored" };
+            return Ok(Decision::without_reply(status, auto.reason_code()));
+        }
+        let authserv = Some(self.config.mail.authserv_id.as_str()).filter(|s| !s.is_empty());
+        if m.dmarc(authserv) == Dmarc::Fail {
+            return Ok(Decision::without_reply("quarantined", "auth:dmarc_fail"));
+        }
+        let Some(from) = env.from.as_ref() else {
+            // No single, parseable From: nobody to answer and no authority to check.
+            return Ok(Decision::without_reply("quarantined", "sender:ambiguous"));
+        };
+        let sender = from.address.comparison_key().to_string();
+
+        let candidates: Vec<_> = m.candidate_forms().collect();
+        let shas: Vec<String> = candidates.iter().map(|a| crate::sha256_hex(&a.bytes)).collect();
+        if let Some(mid) = &env.message_id
+            && let Some(original) = self.store.find_redelivery(ledger_id, mid, &sender, &shas).await?
+        {
+            let refs = self.store.references_of(original).await?;
+            return Ok(Decision {
+                duplicate_of: Some((original, refs)),
+                ..Decision::without_reply("duplicate", "duplicate:redelivered")
+            });
+        }
+        // The same form bytes from the same sender, filed before: not filed again.
+        let mut duplicates = Vec::new();
+        for sha in &shas {
+            if let Some(s) = self.store.find_same_form(ledger_id, &sender, sha).await? {
+                duplicates.push((sha.clone(), s));
+            }
+        }
+        if !shas.is_empty() && duplicates.len() == shas.len() {
+            let original = duplicates[0].1.message_id;
+            return Ok(Decision {
+                duplicate_of: Some((original, duplicates.into_iter().map(|(_, d)| d.reference).collect())),
+                ..Decision::without_reply("duplicate", "duplicate:same_form")
+            });
+        }
+
+        let mut email_problems = Vec::new();
+        for skipped in &m.skipped {
+            let name = skipped.filename.clone().unwrap_or_else(|| "an attachment".into());
+            let problem = match skipped.reason {
+                SkipReason::TooLarge => Problem::new(ProblemCode::FileTooLarge)
+                    .message(format!("{name} ({} bytes) is larger than we accept.", skipped.size)),
+                SkipReason::TooDeep => Problem::new(ProblemCode::NoForm).message(format!(
+                    "{name} is a message forwarded inside other forwarded messages too deeply for us to open."
+                )),
+                SkipReason::Unreadable => {
+                    Problem::new(ProblemCode::CorruptFile).message(format!("{name} could not be decoded."))
+                }
+            };
+            email_problems.push(problem.value(&name));
+        }
+        let quoted = Reference::find_all(env.subject.as_deref().unwrap_or_default(), &self.config.reference.prefix);
+        let mut forms = Vec::new();
+        for (index, (attachment, sha)) in candidates.iter().zip(&shas).enumerate() {
+            if duplicates.iter().any(|(dup, _)| dup == sha) {
+                continue;
+            }
+            let name = attachment.filename.clone().unwrap_or_else(|| format!("attachment {}", index + 1));
+            let mut form = FormResult {
+                index,
+                attachment_name: name.clone(),
+                sha256: sha.clone(),
+                def: None,
+                declared_version: None,
+                checked: None,
+                raw_values: serde_json::Value::Null,
+                problems: Vec::new(),
+                resubmission_of: None,
+                same_incident: None,
+            };
+            match extract::extract(&attachment.bytes, &self.catalog, &self.config.limits.docx()) {
+                Err(e) => {
+                    let code = e.reason_code();
+                    if code.starts_with("size:") {
+                        // Zip bombs and absurd nesting are attacks, not mistakes: staff look, nobody is answered.
+                        return Ok(Decision::without_reply("quarantined", code));
+                    }
+                    form.problems
+                        .push(Problem::new(problem_for_extract(code)).value(&name).message(format!("{name}: {e}")));
+                }
+                Ok(extracted) => {
+                    let def = self
+                        .catalog
+                        .get(&extracted.form_id, &extracted.version)
+                        .or_else(|| self.catalog.current(&extracted.form_id))
+                        .cloned();
+                    if let Some(def) = def {
+                        let ctx = validate::Context {
+                            catalog: &self.catalog,
+                            mailbox: &mailbox.name,
+                            received_at,
+                            forms_url: &self.config.mail.forms_url,
+                        };
+                        let checked = validate::check_form(&def, &extracted, &ctx);
+                        form.problems.extend(checked.problems.iter().cloned());
+                        form.raw_values = serde_json::to_value(&extracted.values).unwrap_or_default();
+                        form.declared_version = Some(extracted.version.clone());
+                        form.checked = Some(checked);
+                        form.def = Some(def);
+                    }
+                }
+            }
+            for p in &mut form.problems {
+                p.form_index = Some(index);
+            }
+            self.link(&mut form, &sender, &quoted, received_at).await?;
+            forms.push(form);
+        }
+
+        let no_form = forms.is_empty() && email_problems.is_empty();
+        if no_form {
+            email_problems.push(Problem::new(ProblemCode::NoForm));
+        }
+        let rejected = !email_problems.is_empty() || forms.iter().any(|f| !f.problems.is_empty());
+        let status = if rejected { "rejected" } else { "accepted" };
+        let reply = if no_form {
+            ReplyKind::NoForm
+        } else if rejected {
+            ReplyKind::Rejection
+        } else {
+            ReplyKind::Confirmation
+        };
+        Ok(Decision { status, reason: None, duplicate_of: None, forms, email_problems, reply: Some(reply) })
+    }
+
+    /// Links a corrected form to the rejection it answers, and an incident notified twice to the first.
+    async fn link(
+        &self,
+        form: &mut FormResult,
+        sender: &str,
+        quoted: &[Reference],
+        received_at: DateTime<Utc>,
+    ) -> Result<(), PipelineError> {
+        let (Some(def), Some(checked)) = (&form.def, &form.checked) else { return Ok(()) };
+        let provider = checked.text("provider_id");
+        for r in quoted {
+            if let Some((s, p, f)) = self.store.find_by_reference(r.as_str()).await?
+                && s.status == "rejected"
+                && f.as_deref() == Some(def.id.as_str())
+                && (provider.is_none() || p.as_deref() == provider)
+            {
+                form.resubmission_of = Some((s.id, s.reference));
+                break;
+            }
+        }
+        if form.resubmission_of.is_none()
+            && let Some(provider) = provider
+        {
+            let since = received_at.timestamp_millis() - RESUBMISSION_WINDOW_MS;
+            if let Some(s) = self.store.open_rejection(sender, provider, &def.id, since).await? {
+                form.resubmission_of = Some((s.id, s.reference));
+            }
+        }
+        if let (Some(location), Some(date)) = (checked.text("location_id"), checked.text("event_date"))
+            && let Some(s) = self.store.same_incident(&def.id, location, date, checked.text("event_time")).await?
+        {
+            form.same_incident = Some((s.id, s.reference));
+        }
+        Ok(())
+    }
+
+    fn filing(
+        &self,
+        ledger_id: i64,
+        raw_sha256: &str,
+        mailbox: &MailboxConfig,
+        message: Option<&Message>,
+        d: &Decision,
+        received_at: DateTime<Utc>,
+    ) -> Result<Filing, PipelineError> {
+        let env = message.map(|m| &m.envelope);
+        let sender = env.and_then(|e| e.from.as_ref()).map(|f| f.address.comparison_key().to_string());
+        let prefix = &self.config.reference.prefix;
+        let mut submissions = Vec::new();
+        let mut references = Vec::new();
+        for f in &d.forms {
+            let reference = Reference::generate(prefix).to_string();
+            references.push(reference.clone());
+            let checked = f.checked.as_ref();
+            let text = |k: &str| checked.and_then(|c| c.text(k)).map(str::to_string);
+            submissions.push(NewSubmission {
+                form_index: f.index as i64,
+                reference,
+                status: if f.problems.is_empty() { "accepted" } else { "rejected" }.into(),
+                form_id: f.def.as_ref().map(|d| d.id.clone()),
+                form_version: f.declared_version.clone(),
+                attachment_name: Some(f.attachment_name.clone()),
+                attachment_sha256: f.sha256.clone(),
+                sender: sender.clone(),
+                provider_id: text("provider_id"),
+                location_id: text("location_id"),
+                event_date: text("event_date"),
+                event_time: text("event_time"),
+                values_json: serde_json::json!({
+                    "values": checked.map(|c| &c.values),
+                    "extracted": f.raw_values,
+                })
+                .to_string(),
+                urgent: f.def.as_ref().is_some_and(|d| d.urgent),
+                resubmission_of: f.resubmission_of.as_ref().map(|(id, _)| *id),
+                same_incident_as: f.same_incident.as_ref().map(|(id, _)| *id),
+            });
+        }
+        let mut problems = d.email_problems.clone();
+        problems.extend(d.forms.iter().flat_map(|f| f.problems.iter().cloned()));
+
+        let reply = match (d.reply, env, &sender) {
+            (Some(kind), Some(env), Some(to)) => {
+                Some(self.compose_reply(kind, raw_sha256, mailbox, env, to, d, &references, received_at)?)
+            }
+            _ => None,
+        };
+        Ok(Filing {
+            message: ledger_id,
+            status: d.status.to_string(),
+            reason: d.reason.clone(),
+            header_message_id: env.and_then(|e| e.message_id.clone()),
+            from_address: sender,
+            subject: env.and_then(|e| e.subject.clone()),
+            duplicate_of: d.duplicate_of.as_ref().map(|(id, _)| *id),
+            submissions,
+            problems,
+            reply,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn compose_reply(
+        &self,
+        kind: ReplyKind,
+        raw_sha256: &str,
+        mailbox: &MailboxConfig,
+        env: &crate::message::Envelope,
+        to: &str,
+        d: &Decision,
+        references: &[String],
+        received_at: DateTime<Utc>,
+    ) -> Result<NewReply, PipelineError> {
+        let forms: Vec<FormReply> = d
+            .forms
+            .iter()
+            .zip(references)
+            .map(|(f, reference)| FormReply {
+                title: f.def.as_ref().map(|d| d.title.clone()).unwrap_or_else(|| "Attachment not read".into()),
+                reference: reference.clone(),
+                accepted: f.problems.is_empty(),
+                attachment_name: f.attachment_name.clone(),
+                sha256: f.sha256.clone(),
+                summary: summary(f),
+                problems: f.problems.iter().map(|p| problem_line(f.def.as_ref(), p)).collect(),
+                linked_to: f.resubmission_of.as_ref().map(|(_, r)| r.clone()),
+                same_incident: f.same_incident.as_ref().map(|(_, r)| r.clone()),
+            })
+            .collect();
+        let stale = d.forms.iter().flat_map(|f| &f.problems).any(|p| {
+            matches!(p.code, ProblemCode::StaleFormVersion | ProblemCode::UnknownFormVersion | ProblemCode::UnknownForm)
+        });
+        let data = ReplyData {
+            organisation: self.config.mail.organisation.clone(),
+            mailbox_address: mailbox.address.clone(),
+            forms_url: self.config.mail.forms_url.clone(),
+            received_at: received_at.with_timezone(&London).format("%d/%m/%Y %H:%M").to_string(),
+            plural: forms.len() > 1,
+            forms,
+            email_problems: d.email_problems.iter().map(|p| problem_line(None, p)).collect(),
+            stale,
+        };
+        let tag = if references.is_empty() { String::new() } else { format!("[{}] ", references.join(", ")) };
+        let what = match d.forms.as_slice() {
+            [one] => one.def.as_ref().map(|d| d.title.clone()).unwrap_or_else(|| "your notification".into()),
+            _ => format!("{} notification forms", d.forms.len()),
+        };
+        let subject = match kind {
+            ReplyKind::Confirmation => format!("{tag}Notification received: {what}"),
+            ReplyKind::Rejection => format!("{tag}Action needed: notification not accepted: {what}"),
+            ReplyKind::NoForm => "Action needed: no notification form found in your email".to_string(),
+        };
+        let composed = self.templates.compose(kind, subject, &data)?;
+        let message_id = reply::reply_message_id(kind, raw_sha256, &mailbox.address);
+        let original = env.message_id.as_ref().map(|id| format!("<{id}>"));
+        let mut thread: Vec<String> = env.references.iter().map(|r| format!("<{r}>")).collect();
+        thread.extend(original.clone());
+        let eml = reply::build_email(
+            &reply::Envelope {
+                from_name: &format!("{} notifications", self.config.mail.organisation),
+                from_address: &mailbox.address,
+                to,
+                message_id: &message_id,
+                in_reply_to: original.as_deref(),
+                references: thread,
+            },
+            &composed,
+        )?;
+        Ok(NewReply { kind: kind.as_str().into(), to: to.to_string(), mail_message_id: message_id, eml })
+    }
+
+    fn outcome(&self, ledger_id: i64, m: Option<&Message>, d: &Decision, filing: &Filing) -> Outcome {
+        let references = match &d.duplicate_of {
+            Some((_, refs)) => refs.clone(),
+            None => filing.submissions.iter().map(|s| s.reference.clone()).collect(),
+        };
+        Outcome {
+            ledger_id,
+            message_id: m.and_then(|m| m.envelope.message_id.clone()),
+            outcome: d.status.to_string(),
+            reason: d.reason.clone(),
+            references,
+            problems: filing.problems.clone(),
+            reply: filing.reply.as_ref().map(|r| r.kind.clone()),
+            folder: Folder::for_status(d.status),
+        }
+    }
+}
+
+fn problem_for_extract(code: &str) -> ProblemCode {
+    match code {
+        "type:legacy_doc" => ProblemCode::LegacyDoc,
+        "type:encrypted" => ProblemCode::Encrypted,
+        "type:macro" => ProblemCode::MacroEnabled,
+        "type:not_word" | "type:no_document" => ProblemCode::NotWord,
+        "form:unknown" => ProblemCode::UnknownForm,
+        _ => ProblemCode::CorruptFile,
+    }
+}
+
+fn problem_line(def: Option<&FormDef>, p: &Problem) -> ProblemLine {
+    let label = p.field.as_deref().and_then(|k| def.and_then(|d| d.field(k)).map(|f| f.label.clone()));
+    ProblemLine { label, message: p.message.clone(), hint: p.hint.clone() }
+}
+
+/// Every answer filed, labelled and shown the way the provider wrote it (choices by label, dates UK-style).
+fn summary(f: &FormResult) -> Vec<LabelValue> {
+    let (Some(def), Some(checked)) = (&f.def, &f.checked) else { return Vec::new() };
+    def.fields()
+        .filter_map(|field| {
+            let v = checked.values.get(&field.key)?;
+            let shown = match (field.kind, v) {
+                (FieldKind::Date, serde_json::Value::String(s)) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map(|d| d.format("%d/%m/%Y").to_string())
+                    .unwrap_or_else(|_| s.clone()),
+                (k, _) if k.is_boxes() => {
+                    let keys: Vec<String> = match v {
+                        serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                        serde_json::Value::String(s) => vec![s.clone()],
+                        _ => Vec::new(),
+                    };
+                    let choices = field.effective_choices();
+                    let labels: Vec<String> = keys
+                        .iter()
+                        .map(|k| choices.iter().find(|c| &c.key == k).map(|c| c.label.clone()).unwrap_or(k.clone()))
+                        .collect();
+                    labels.join(", ")
+                }
+                (_, serde_json::Value::String(s)) => s.clone(),
+                (_, other) => Value::Text(other.to_string()).display(),
+            };
+            Some(LabelValue { label: field.label.clone(), value: shown })
+        })
+        .collect()
+}

@@ -1,0 +1,95 @@
+//! The outbox worker: takes replies that are due, hands each to a transport, and records the result.
+//! Transient failures come back later with backoff; permanent ones are recorded for staff, never retried.
+
+use std::path::PathBuf;
+
+use crate::store::{DueReply, ReplyFailure, Store, StoreError, now_ms};
+
+/// How a send went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth trying again later (server down, 4xx).
+    Transient(String),
+    /// Never going to work (5xx, bad recipient).
+    Permanent(String),
+}
+
+/// Somewhere replies go: an SMTP server, or a directory of .eml files (the embedded default).
+pub trait Transport: Send + Sync {
+    fn send(&self, reply: &DueReply) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+}
+
+/// Writes each reply to `<dir>/<message-id>.eml`: the embedded default, with no SMTP server.
+pub struct FileTransport {
+    pub dir: PathBuf,
+}
+
+impl FileTransport {
+    /// The file a reply is written to; named by its fixed Message-ID, so a resend overwrites, never doubles.
+    pub fn path_for(&self, mail_message_id: &str) -> PathBuf {
+        let name: String = mail_message_id
+            .trim_matches(|c| c == '<' || c == '>')
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '@' { c } else { '_' })
+            .collect();
+        self.dir.join(format!("{name}.eml"))
+    }
+}
+
+impl Transport for FileTransport {
+    async fn send(&self, reply: &DueReply) -> Result<(), SendError> {
+        let path = self.path_for(&reply.mail_message_id);
+        let tmp = path.with_extension("eml.tmp");
+        let write = async {
+            tokio::fs::create_dir_all(&self.dir).await?;
+            tokio::fs::write(&tmp, &reply.eml).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        write.await.map_err(|e| SendError::Transient(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
+/// Backoff before attempt `attempts + 1`: 30 s doubling, capped at an hour.
+pub fn backoff_ms(attempts: i64, base_ms: i64) -> i64 {
+    let factor = 1i64 << attempts.clamp(0, 12);
+    (base_ms.saturating_mul(factor)).min(3_600_000)
+}
+
+/// What one pass over the outbox did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+/// Sends every due reply once. Gives up on a reply after `max_attempts` transient failures.
+pub async fn drain<T: Transport>(store: &Store, transport: &T, max_attempts: i64) -> Result<Drained, StoreError> {
+    let mut done = Drained::default();
+    loop {
+        let due = store.due_replies(100).await?;
+        if due.is_empty() {
+            return Ok(done);
+        }
+        for reply in &due {
+            match transport.send(reply).await {
+                Ok(()) => {
+                    crate::failpoint::hit("before_reply_sent");
+                    store.mark_reply_sent(reply.id).await?;
+                    done.sent += 1;
+                }
+                Err(e) => {
+                    let (error, permanent) = match e {
+                        SendError::Permanent(m) => (m, true),
+                        SendError::Transient(m) => (m, reply.attempts + 1 >= max_attempts),
+                    };
+                    tracing::warn!(outbox_id = reply.id, kind = %reply.kind, permanent, %error, "reply not sent");
+                    let retry_at = now_ms() + backoff_ms(reply.attempts, 30_000);
+                    store.mark_reply_failed(reply.id, &ReplyFailure { error, permanent, retry_at }).await?;
+                    if permanent { done.failed += 1 } else { done.retrying += 1 }
+                }
+            }
+        }
+        // Rows just retried are not due again until their backoff passes, so the loop ends.
+    }
+}

@@ -1,0 +1,293 @@
+//! The spine, end to end on embedded defaults: an email with a Word form goes in, a filed record with a
+//! reference and exactly one reply come out; every common mistake gets its problem code and its fix.
+
+mod common;
+
+use common::{TestApp, codes};
+use postroom::forms::Value;
+use postroom::reference::Reference;
+use postroom::samples::Attached;
+
+fn text(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+#[tokio::test]
+async fn valid_form_is_accepted_with_one_reference_and_one_confirmation_carrying_a_receipt() {
+    let app = TestApp::start().await;
+    let docx = app.form("death", |_| {});
+    let sha = postroom::sha256_hex(&docx);
+    let raw = app.email("m1@oakfield.example", "Death notification", vec![Attached::docx("death.docx", docx)]);
+    let o = app.process("k1", &raw).await;
+    assert_eq!(o.outcome, "accepted", "{:?}", o.problems);
+    assert_eq!(o.message_id.as_deref(), Some("m1@oakfield.example"));
+    assert_eq!(o.references.len(), 1);
+    let reference = Reference::parse(&o.references[0], "N").unwrap();
+    assert_eq!(o.reply.as_deref(), Some("confirmation"));
+    assert!(o.problems.is_empty());
+
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let replies = app.outbox();
+    assert_eq!(replies.len(), 1);
+    let reply = &replies[0];
+    assert!(reply.contains(reference.as_str()), "reference in reply");
+    assert!(reply.contains(&sha), "SHA-256 of the submitted .docx in the receipt");
+    assert!(reply.contains("Auto-Submitted: auto-replied"));
+    assert!(reply.contains("In-Reply-To: <m1@oakfield.example>"));
+    assert!(reply.contains("To: jane.smith@oakfield-care.example"));
+    assert!(reply.contains(&format!("Subject: [{reference}] Notification received")));
+}
+
+#[tokio::test]
+async fn reprocessing_the_same_message_files_nothing_new_and_sends_no_second_reply() {
+    let app = TestApp::start().await;
+    let raw = app.email("m2@oakfield.example", "x", vec![Attached::docx("d.docx", app.form("death", |_| {}))]);
+    let first = app.process("same-key", &raw).await;
+    let again = app.process("same-key", &raw).await;
+    assert_eq!(again.outcome, "duplicate");
+    assert_eq!(again.references, first.references);
+    assert_eq!(again.reply, None);
+    // A redelivered copy (new Received header, so other raw bytes) under another key: also a duplicate.
+    let mut copy = b"Received: from mx2.example by mx.example; Mon, 23 Nov 2026 10:00:00 +0000\r\n".to_vec();
+    copy.extend_from_slice(&raw);
+    let redelivered = app.process("other-key", &copy).await;
+    assert_eq!(redelivered.outcome, "duplicate");
+    assert_eq!(redelivered.reason.as_deref(), Some("duplicate:redelivered"));
+    assert_eq!(redelivered.references, first.references);
+    assert_eq!(redelivered.reply, None);
+
+    let drained = postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert_eq!(drained.sent, 1);
+    assert_eq!(app.outbox().len(), 1);
+    let counts = app.pipeline.store.outbox_counts().await.unwrap();
+    assert_eq!(counts, vec![("sent".to_string(), 1)]);
+}
+
+#[tokio::test]
+async fn the_same_form_bytes_sent_again_in_a_new_email_are_a_duplicate() {
+    let app = TestApp::start().await;
+    let docx = app.form("abuse", |_| {});
+    let a = app.email("a@oakfield.example", "x", vec![Attached::docx("abuse.docx", docx.clone())]);
+    let b = app.email("b@oakfield.example", "sent again", vec![Attached::docx("abuse (1).docx", docx)]);
+    let first = app.process("a", &a).await;
+    let second = app.process("b", &b).await;
+    assert_eq!(first.outcome, "accepted", "{:?}", first.problems);
+    assert_eq!(second.outcome, "duplicate");
+    assert_eq!(second.reason.as_deref(), Some("duplicate:same_form"));
+    assert_eq!(second.references, first.references);
+    assert_eq!(second.reply, None);
+}
+
+#[tokio::test]
+async fn missing_required_answer_is_rejected_naming_the_field_and_its_label() {
+    let app = TestApp::start().await;
+    let docx = app.form("death", |v| {
+        v.remove("event_date");
+    });
+    let raw = app.email("m3@x.example", "x", vec![Attached::docx("d.docx", docx)]);
+    let o = app.process("k", &raw).await;
+    assert_eq!(o.outcome, "rejected");
+    assert_eq!(o.reply.as_deref(), Some("rejection"));
+    assert_eq!(o.references.len(), 1, "rejected submissions get a reference too");
+    let p = o.problems.iter().find(|p| p.code.as_str() == "required_missing").unwrap();
+    assert_eq!(p.field.as_deref(), Some("event_date"));
+    assert_eq!(p.form_index, Some(0));
+    let label = app.def("death").field("event_date").unwrap().label.clone();
+    assert!(p.message.contains(label.as_str()), "{}", p.message);
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let reply = app.outbox().join("\n");
+    assert!(reply.contains(label.as_str()));
+    assert!(reply.contains("Action needed"));
+}
+
+#[tokio::test]
+async fn a_future_date_and_an_unreadable_date_each_get_their_own_code_quoting_the_value() {
+    let app = TestApp::start().await;
+    let future = (app.today() + chrono::Duration::days(3)).format("%d/%m/%Y").to_string();
+    let docx = app.form("serious_injury", |v| {
+        v.insert("event_date".into(), text(&future));
+        v.insert("date_submitted".into(), text("31/02/2026"));
+    });
+    let raw = app.email("m4@x.example", "x", vec![Attached::docx("i.docx", docx)]);
+    let o = app.process("k", &raw).await;
+    assert_eq!(o.outcome, "rejected");
+    let fut = o.problems.iter().find(|p| p.code.as_str() == "date_in_future").unwrap();
+    assert_eq!((fut.field.as_deref(), fut.value.as_deref()), (Some("event_date"), Some(future.as_str())));
+    let bad = o.problems.iter().find(|p| p.code.as_str() == "invalid_date").unwrap();
+    assert_eq!((bad.field.as_deref(), bad.value.as_deref()), (Some("date_submitted"), Some("31/02/2026")));
+}
+
+#[tokio::test]
+async fn stale_form_version_gets_told_the_current_version_and_where_to_download_it() {
+    let app = TestApp::start().await;
+    let old = app.pipeline.catalog.get("death", "2025.1").unwrap().clone();
+    let values = postroom::samples::filled(&old, &common::notifier(), app.today());
+    let docx = postroom::forms::render::render(&old, Some(&values)).unwrap();
+    let raw = app.email("m5@x.example", "x", vec![Attached::docx("old.docx", docx)]);
+    let o = app.process("k", &raw).await;
+    assert_eq!(o.outcome, "rejected");
+    let p = o.problems.iter().find(|p| p.code.as_str() == "stale_form_version").unwrap();
+    assert_eq!(p.value.as_deref(), Some("2025.1"));
+    assert!(p.message.contains("2026.1"), "{}", p.message);
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert!(app.outbox()[0].contains(&app.pipeline.config.mail.forms_url));
+}
+
+#[tokio::test]
+async fn no_attachment_gets_the_no_form_reply_and_a_pdf_is_not_a_form() {
+    let app = TestApp::start().await;
+    let none = app.email("m6@x.example", "notification", vec![]);
+    let o = app.process("k1", &none).await;
+    assert_eq!((o.outcome.as_str(), o.reply.as_deref()), ("rejected", Some("no_form")));
+    assert_eq!(codes(&o), vec!["no_form"]);
+    assert!(o.references.is_empty());
+
+    let pdf = Attached {
+        filename: "form.pdf".into(),
+        content_type: "application/pdf".into(),
+        bytes: b"%PDF-1.7\n%...".to_vec(),
+    };
+    let o = app.process("k2", &app.email("m7@x.example", "x", vec![pdf])).await;
+    assert_eq!((o.outcome.as_str(), o.reply.as_deref()), ("rejected", Some("rejection")));
+    assert_eq!(codes(&o), vec!["not_word"]);
+    assert_eq!(o.problems[0].form_index, Some(0));
+}
+
+#[tokio::test]
+async fn two_forms_in_one_email_get_two_references_one_reply_and_the_worst_outcome() {
+    let app = TestApp::start().await;
+    let good = app.form("police_incident", |_| {});
+    let bad = app.form("dols_outcome", |v| {
+        v.insert("provider_id".into(), text("1-123"));
+    });
+    let raw =
+        app.email("m8@x.example", "two", vec![Attached::docx("police.docx", good), Attached::docx("dols.docx", bad)]);
+    let o = app.process("k", &raw).await;
+    assert_eq!(o.outcome, "rejected");
+    assert_eq!(o.references.len(), 2);
+    assert_ne!(o.references[0], o.references[1]);
+    let p = o.problems.iter().find(|p| p.code.as_str() == "invalid_provider_id").unwrap();
+    assert_eq!((p.form_index, p.value.as_deref()), (Some(1), Some("1-123")));
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let replies = app.outbox();
+    assert_eq!(replies.len(), 1, "one reply covers both forms");
+    assert!(replies[0].contains(&o.references[0]) && replies[0].contains(&o.references[1]));
+}
+
+#[tokio::test]
+async fn automatic_mail_is_ignored_and_mail_from_ourselves_or_unparseable_is_quarantined_without_reply() {
+    let app = TestApp::start().await;
+    let docx = app.form("death", |_| {});
+    let mut auto = b"Auto-Submitted: auto-replied\r\n".to_vec();
+    auto.extend(app.email("m9@x.example", "Automatic reply: notification", vec![Attached::docx("d.docx", docx)]));
+    let o = app.process("auto", &auto).await;
+    assert_eq!((o.outcome.as_str(), o.reply.as_deref()), ("ignored", None));
+    assert!(o.reason.as_deref().unwrap_or_default().starts_with("auto:"), "{:?}", o.reason);
+
+    let own = postroom::samples::email(
+        "notifications@postroom.localhost",
+        "notifications@postroom.localhost",
+        "loop",
+        "m10@x",
+        vec![],
+    )
+    .unwrap();
+    let o = app.process("own", &own).await;
+    assert_eq!(
+        (o.outcome.as_str(), o.reason.as_deref(), o.reply.as_deref()),
+        ("quarantined", Some("loop:own_address"), None)
+    );
+
+    let huge = vec![b'a'; (app.pipeline.config.limits.max_message_bytes + 1) as usize];
+    let o = app.process("huge", &huge).await;
+    assert_eq!((o.outcome.as_str(), o.reason.as_deref()), ("quarantined", Some("size:oversize")));
+
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert!(app.outbox().is_empty());
+}
+
+#[tokio::test]
+async fn corrected_form_quoting_the_rejection_reference_is_linked_to_it() {
+    let app = TestApp::start().await;
+    let bad = app.form("event_stopping_service", |v| {
+        v.remove("event_date");
+    });
+    let first = app.process("1", &app.email("r1@x.example", "Fire", vec![Attached::docx("e.docx", bad)])).await;
+    assert_eq!(first.outcome, "rejected");
+    let good = app.form("event_stopping_service", |_| {});
+    let subject = format!("RE: [{}] Action needed: notification not accepted", first.references[0]);
+    let second = app.process("2", &app.email("r2@x.example", &subject, vec![Attached::docx("e.docx", good)])).await;
+    assert_eq!(second.outcome, "accepted", "{:?}", second.problems);
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let confirmation = app
+        .outbox()
+        .into_iter()
+        .find(|r| r.contains(&second.references[0]) && r.contains("Notification received"))
+        .unwrap();
+    assert!(confirmation.contains(&format!("Linked to:      {}", first.references[0])), "{confirmation}");
+}
+
+#[tokio::test]
+async fn the_same_incident_notified_twice_is_linked_and_flagged_not_silently_filed_twice() {
+    let app = TestApp::start().await;
+    let a = app.form("serious_injury", |_| {});
+    // Same incident, re-typed: other bytes, same form, location, event date and time.
+    let b = app.form("serious_injury", |v| {
+        v.insert("provider_reference".into(), text("OAK-2"));
+    });
+    let first = app.process("1", &app.email("s1@x.example", "x", vec![Attached::docx("a.docx", a)])).await;
+    let second = app.process("2", &app.email("s2@x.example", "x", vec![Attached::docx("b.docx", b)])).await;
+    assert_eq!(first.outcome, "accepted", "{:?}", first.problems);
+    assert_eq!(second.outcome, "accepted");
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let second_reply = app.outbox().into_iter().find(|r| r.contains(&second.references[0])).unwrap();
+    assert!(second_reply.contains(&format!("same incident as {}", first.references[0])), "{second_reply}");
+}
+
+#[tokio::test]
+async fn process_json_lines_have_the_documented_shape() {
+    let app = TestApp::start().await;
+    let o = app.process("k", &app.email("j@x.example", "x", vec![])).await;
+    let j = serde_json::to_value(&o).unwrap();
+    for key in ["message_id", "outcome", "references", "problems", "reply"] {
+        assert!(j.get(key).is_some(), "missing {key}: {j}");
+    }
+    assert!(j["references"].is_array() && j["problems"].is_array());
+    let p = &j["problems"][0];
+    for key in ["code", "field", "form_index", "message", "hint"] {
+        assert!(p.get(key).is_some(), "problem lacks {key}: {p}");
+    }
+    assert_eq!(p["code"], "no_form");
+    assert_eq!(p["form_index"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn a_bounce_of_our_reply_is_never_answered_and_marks_that_reply_delivery_failed() {
+    let app = TestApp::start().await;
+    let raw = app.email("b1@x.example", "x", vec![Attached::docx("d.docx", app.form("death", |_| {}))]);
+    let o = app.process("k", &raw).await;
+    let reply_id = postroom::reply::reply_message_id(
+        postroom::reply::ReplyKind::Confirmation,
+        &postroom::sha256_hex(&raw),
+        "notifications@postroom.localhost",
+    );
+    assert_eq!(o.reply.as_deref(), Some("confirmation"));
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let bounce = format!(
+        "From: Mail Delivery System <MAILER-DAEMON@mx.oakfield.example>\r\n\
+         To: notifications@postroom.localhost\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Message-ID: <bounce1@mx.oakfield.example>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\nThe mailbox is full.\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.oakfield.example\r\n\r\n\
+         Final-Recipient: rfc822; jane.smith@oakfield-care.example\r\nAction: failed\r\nStatus: 5.2.2\r\n\r\n\
+         --B\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {reply_id}\r\nSubject: notification received\r\n\r\n\
+         --B--\r\n"
+    );
+    let b = app.process("bounce", bounce.as_bytes()).await;
+    assert_eq!((b.outcome.as_str(), b.reason.as_deref(), b.reply.as_deref()), ("ignored", Some("auto:bounce"), None));
+    let counts = app.pipeline.store.outbox_counts().await.unwrap();
+    assert_eq!(counts, vec![("delivery_failed".to_string(), 1)]);
+}
