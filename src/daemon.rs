@@ -44,8 +44,13 @@ impl Shutdown {
     }
 }
 
-/// Files every message waiting in a Maildir mailbox and settles each after its commit.
-pub async fn drain_maildir(p: &Pipeline, mailbox_name: &str, shutdown: &Shutdown) -> anyhow::Result<Vec<Outcome>> {
+/// Files every message waiting in a Maildir mailbox and settles each after its commit; returns each
+/// message's Maildir key with its outcome.
+pub async fn drain_maildir(
+    p: &Pipeline,
+    mailbox_name: &str,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Vec<(String, Outcome)>> {
     let Some(mb) = p.config.mailbox(mailbox_name) else { anyhow::bail!("no mailbox named {mailbox_name}") };
     let Some(path) = &mb.path else { anyhow::bail!("mailbox {mailbox_name} has no path") };
     let maildir = Maildir::open(path)?;
@@ -58,7 +63,7 @@ pub async fn drain_maildir(p: &Pipeline, mailbox_name: &str, shutdown: &Shutdown
         let outcome = p.process(mb, &fetched.key, &fetched.raw, fetched.received_at).await?;
         maildir.settle(&fetched.key, outcome.folder.as_str())?;
         p.store.mark_settled(outcome.ledger_id, outcome.folder.as_str()).await?;
-        outcomes.push(outcome);
+        outcomes.push((fetched.key, outcome));
     }
     Ok(outcomes)
 }

@@ -10,6 +10,7 @@ pub mod embedded {
 
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod failpoint;
 pub mod ids;
 pub mod mailbox;
@@ -17,6 +18,7 @@ pub mod message;
 pub mod pipeline;
 pub mod problem;
 pub mod reference;
+pub mod registry;
 pub mod reply;
 pub mod samples;
 pub mod store;

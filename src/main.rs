@@ -32,6 +32,25 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
+    /// A working demonstration on embedded defaults: synthetic registry, blank forms, 50+ sample emails
+    /// (valid ones and every common mistake) processed, and a table of what became of each.
+    Demo {
+        /// Seed of the synthetic registry (same seed, same registry).
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value_t = 2000)]
+        providers: usize,
+        #[arg(long, default_value_t = 5000)]
+        locations: usize,
+        /// Delete the workspace's var/ first (the demo refuses to mix with an existing workspace).
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Registration data: providers, locations and the people who may notify.
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
     /// The daemon: watch every configured mailbox until Ctrl-C, filing and answering each message.
     Run {
         /// Drain every mailbox and the outbox once, then exit.
@@ -58,6 +77,20 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum RegistryCommand {
+    /// Import the care directory (locations and providers) and/or the people file. All or nothing: a bad
+    /// row is reported with its line number and nothing is imported.
+    Import {
+        /// The regulator's care-directory CSV (either published layout).
+        #[arg(long)]
+        locations: Option<PathBuf>,
+        /// People CSV: person_id,name,role,email,phone,provider_id,location_id
+        #[arg(long)]
+        people: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum FormsCommand {
     /// List every form definition (id, version, title, mailbox), current versions marked.
     List,
@@ -72,10 +105,12 @@ enum FormsCommand {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
+    // The demo prints its own table; the daemon's per-message log lines would bury it.
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -189,6 +224,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if any_failed {
                 return Ok(ExitCode::from(1));
             }
+        }
+        Command::Demo { seed, providers, locations, reset } => {
+            let config = load_config(&cli)?;
+            let var = config.workspace.dir.join("var");
+            if *reset && var.exists() {
+                std::fs::remove_dir_all(&var).with_context(|| format!("cannot remove {}", var.display()))?;
+            }
+            if var.join("postroom.db").exists() {
+                anyhow::bail!(
+                    "a workspace already exists at {}; run `postroom demo --reset` to start over, or pass --workspace DIR",
+                    var.display()
+                );
+            }
+            let workspace = config.workspace.dir.clone();
+            runtime()?.block_on(async {
+                let pipeline = postroom::daemon::open(config).await?;
+                let rows = postroom::demo::run(&pipeline, *seed, *providers, *locations).await?;
+                postroom::demo::print(&rows, &workspace);
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Registry { command: RegistryCommand::Import { locations, people } } => {
+            let config = load_config(&cli)?;
+            let report = runtime()?.block_on(async {
+                let store =
+                    postroom::store::Store::connect(&config.database.url, config.database.max_connections).await?;
+                anyhow::Ok(postroom::registry::import(&store, locations.as_deref(), people.as_deref()).await?)
+            })?;
+            println!(
+                "imported: {} providers ({} new, {} deregistered, {} re-activated), {} locations ({} new, {} deregistered, {} re-activated), {} people roles ({} added, {} removed)",
+                report.providers.listed,
+                report.providers.added,
+                report.providers.deregistered,
+                report.providers.reactivated,
+                report.locations.listed,
+                report.locations.added,
+                report.locations.deregistered,
+                report.locations.reactivated,
+                report.people.listed,
+                report.people.added,
+                report.people.removed
+            );
         }
         Command::Migrate => {
             let config = load_config(&cli)?;

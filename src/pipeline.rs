@@ -91,6 +91,14 @@ struct FormResult {
     problems: Vec<Problem>,
     resubmission_of: Option<(i64, String)>,
     same_incident: Option<(i64, String)>,
+    /// The sender may not notify at all, so no form of the email is accepted, however well filled.
+    sender_refused: bool,
+}
+
+impl FormResult {
+    fn accepted(&self) -> bool {
+        self.problems.is_empty() && !self.sender_refused
+    }
 }
 
 /// The decision about a message before it is filed.
@@ -272,6 +280,7 @@ impl Pipeline {
                 problems: Vec::new(),
                 resubmission_of: None,
                 same_incident: None,
+                sender_refused: false,
             };
             match extract::extract(&attachment.bytes, &self.catalog, &self.config.limits.docx()) {
                 Err(e) => {
@@ -298,6 +307,25 @@ impl Pipeline {
                         };
                         let checked = validate::check_form(&def, &extracted, &ctx);
                         form.problems.extend(checked.problems.iter().cloned());
+                        let needs_location = def.field("location_id").is_some_and(|f| f.required);
+                        let authority = crate::registry::check(
+                            &self.store,
+                            &from.address,
+                            needs_location,
+                            checked.text("provider_id"),
+                            checked.text("location_id"),
+                        )
+                        .await?;
+                        for p in authority {
+                            if is_about_sender(p.code) {
+                                // About the email's sender, not this form: said once, for the whole email.
+                                if !email_problems.iter().any(|e: &Problem| e.code == p.code) {
+                                    email_problems.push(p);
+                                }
+                            } else {
+                                form.problems.push(p);
+                            }
+                        }
                         form.raw_values = serde_json::to_value(&extracted.values).unwrap_or_default();
                         form.declared_version = Some(extracted.version.clone());
                         form.checked = Some(checked);
@@ -312,11 +340,14 @@ impl Pipeline {
             forms.push(form);
         }
 
+        if email_problems.iter().any(|p| is_about_sender(p.code)) {
+            forms.iter_mut().for_each(|f| f.sender_refused = true);
+        }
         let no_form = forms.is_empty() && email_problems.is_empty();
         if no_form {
             email_problems.push(Problem::new(ProblemCode::NoForm));
         }
-        let rejected = !email_problems.is_empty() || forms.iter().any(|f| !f.problems.is_empty());
+        let rejected = !email_problems.is_empty() || forms.iter().any(|f| !f.accepted());
         let status = if rejected { "rejected" } else { "accepted" };
         let reply = if no_form {
             ReplyKind::NoForm
@@ -386,7 +417,7 @@ impl Pipeline {
             submissions.push(NewSubmission {
                 form_index: f.index as i64,
                 reference,
-                status: if f.problems.is_empty() { "accepted" } else { "rejected" }.into(),
+                status: if f.accepted() { "accepted" } else { "rejected" }.into(),
                 form_id: f.def.as_ref().map(|d| d.id.clone()),
                 form_version: f.declared_version.clone(),
                 attachment_name: Some(f.attachment_name.clone()),
@@ -448,7 +479,7 @@ impl Pipeline {
             .map(|(f, reference)| FormReply {
                 title: f.def.as_ref().map(|d| d.title.clone()).unwrap_or_else(|| "Attachment not read".into()),
                 reference: reference.clone(),
-                accepted: f.problems.is_empty(),
+                accepted: f.accepted(),
                 attachment_name: f.attachment_name.clone(),
                 sha256: f.sha256.clone(),
                 summary: summary(f),
@@ -515,6 +546,11 @@ impl Pipeline {
             folder: Folder::for_status(d.status),
         }
     }
+}
+
+/// Problems about who sent the email rather than what a form says.
+fn is_about_sender(code: ProblemCode) -> bool {
+    matches!(code, ProblemCode::SenderNotRegistered | ProblemCode::EmailMultipleRoles)
 }
 
 fn problem_for_extract(code: &str) -> ProblemCode {

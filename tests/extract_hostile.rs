@@ -419,6 +419,12 @@ fn extracting_a_filled_rendered_form_takes_well_under_the_budget() {
         }
         let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
         eprintln!("{:<28} {:>6} bytes  {micros:>7.1} µs per extraction", def.id, bytes.len());
+        for (i, p) in postroom::forms::extract::PHASES.iter().enumerate() {
+            eprintln!(
+                "  phase {i}: {:.1} µs",
+                p.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0 / f64::from(rounds)
+            );
+        }
         if !cfg!(debug_assertions) {
             assert!(micros < 150.0, "{}: {micros:.1} µs", def.id);
         }

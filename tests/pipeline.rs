@@ -291,3 +291,40 @@ async fn a_bounce_of_our_reply_is_never_answered_and_marks_that_reply_delivery_f
     let counts = app.pipeline.store.outbox_counts().await.unwrap();
     assert_eq!(counts, vec![("delivery_failed".to_string(), 1)]);
 }
+
+#[tokio::test]
+async fn registry_problems_reach_the_reply_and_an_outsider_learns_nothing_about_the_provider() {
+    let app = TestApp::start().await;
+    // Jane manages Oakfield House; Birchwood's home is another provider's.
+    let docx = app.form("death", |v| {
+        v.insert("location_id".into(), text("1-2000000001"));
+    });
+    let o = app.process("1", &app.email("g1@x.example", "x", vec![Attached::docx("d.docx", docx)])).await;
+    assert_eq!(o.outcome, "rejected");
+    let p = o.problems.iter().find(|p| p.code.as_str() == "location_not_of_provider").unwrap();
+    assert_eq!(
+        (p.field.as_deref(), p.value.as_deref(), p.form_index),
+        (Some("location_id"), Some("1-2000000001"), Some(0))
+    );
+    assert!(p.message.contains("1-1000210669"), "a registered sender is shown the provider's locations: {}", p.message);
+
+    // Someone with no role anywhere: one email-level problem, and no registration data in it.
+    let docx = app.form("death", |_| {});
+    let raw = app.email_from("someone@elsewhere.example", "g2@x.example", "x", vec![Attached::docx("d.docx", docx)]);
+    let o = app.process("2", &raw).await;
+    assert_eq!(o.outcome, "rejected");
+    let p = o.problems.iter().find(|p| p.code.as_str() == "sender_not_registered").unwrap();
+    assert_eq!(p.form_index, None);
+    postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    let reply = app.outbox().into_iter().find(|r| r.contains("To: someone@elsewhere.example")).unwrap();
+    for secret in ["jane.smith@", "tom.oak@", "Oakfield House", "1-1000210670"] {
+        assert!(!reply.contains(secret), "reply to an outsider reveals {secret}");
+    }
+    assert!(!reply.contains("Accepted and filed"), "a refused sender's form is not accepted: {reply}");
+    let (_, status) = sqlx::query_as::<_, (i64, String)>("SELECT id, status FROM submissions WHERE reference = $1")
+        .bind(&o.references[0])
+        .fetch_one(app.pipeline.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "rejected");
+}

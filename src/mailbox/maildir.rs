@@ -97,7 +97,7 @@ impl Maildir {
     pub fn deliver(&self, raw: &[u8]) -> io::Result<String> {
         let now = Utc::now();
         let key = format!(
-            "{}.M{}P{}R{}.postroom",
+            "{}.M{:06}P{}R{}.postroom",
             now.timestamp(),
             now.timestamp_subsec_micros(),
             std::process::id(),

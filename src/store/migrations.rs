@@ -9,12 +9,20 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use super::Backend;
 
 /// (version, description, SQLite text, PostgreSQL text). Append; never edit a released migration.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "ledger",
-    include_str!("../../migrations/sqlite/0001_ledger.sql"),
-    include_str!("../../migrations/postgres/0001_ledger.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "ledger",
+        include_str!("../../migrations/sqlite/0001_ledger.sql"),
+        include_str!("../../migrations/postgres/0001_ledger.sql"),
+    ),
+    (
+        2,
+        "registry",
+        include_str!("../../migrations/sqlite/0002_registry.sql"),
+        include_str!("../../migrations/postgres/0002_registry.sql"),
+    ),
+];
 
 pub fn migrator(backend: Backend) -> Migrator {
     let migrations = MIGRATIONS

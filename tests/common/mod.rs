@@ -26,12 +26,38 @@ pub fn notifier() -> Notifier {
     }
 }
 
+/// A small registry in the regulator's care-directory layout: Oakfield Care with two homes, Jane Smith
+/// managing Oakfield House; Birchwood Care (another provider) with one home.
+pub const DIRECTORY_CSV: &str = "\
+Care directory with ratings\r
+Data as at 01/11/2026\r
+\r
+Name,Also known as,Address,Postcode,Phone number,Service's website (if available),Service types,Date of latest check,Specialisms/services,Provider name,Local authority,Region,Location URL,CQC Location ID (for office use only),CQC Provider ID (for office use only)\r
+Oakfield House,,1 Park Lane Leeds,LS1 4AP,0113 496 0000,,Care home service,01/05/2026,Dementia,Oakfield Care Ltd,Leeds,Yorkshire and The Humber,,1-1000210669,1-101641531\r
+Oakfield Lodge,,3 Park Lane Leeds,LS1 4AQ,0113 496 0001,,Care home service,01/05/2026,Dementia,Oakfield Care Ltd,Leeds,Yorkshire and The Humber,,1-1000210670,1-101641531\r
+Birchwood,,9 High Street York,YO1 7HH,01904 496000,,Care home service,01/03/2026,,Birchwood Care Ltd,York,Yorkshire and The Humber,,1-2000000001,1-202020202\r
+";
+
+pub const PEOPLE_CSV: &str = "\
+person_id,name,role,email,phone,provider_id,location_id
+P1,Jane Smith,registered_manager,jane.smith@oakfield-care.example,0113 496 0000,1-101641531,1-1000210669
+P2,Tom Oak,nominated_individual,tom.oak@oakfield-care.example,0113 496 0002,1-101641531,
+P3,Ann Birch,registered_manager,ann.birch@birchwood.example,01904 496000,1-202020202,1-2000000001
+";
+
 impl TestApp {
     pub async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::from_toml("test", postroom::config::DEFAULT_TOML, []).unwrap();
         config.resolve_paths(Some(dir.path()));
         let pipeline = postroom::daemon::open(config).await.unwrap();
+        postroom::registry::import_bytes(
+            &pipeline.store,
+            Some(postroom::registry::CsvInput { name: "directory.csv", bytes: DIRECTORY_CSV.as_bytes() }),
+            Some(postroom::registry::CsvInput { name: "people.csv", bytes: PEOPLE_CSV.as_bytes() }),
+        )
+        .await
+        .unwrap();
         TestApp { dir, pipeline }
     }
 
@@ -52,7 +78,11 @@ impl TestApp {
     }
 
     pub fn email(&self, message_id: &str, subject: &str, attachments: Vec<Attached>) -> Vec<u8> {
-        samples::email(&notifier().email, "notifications@postroom.localhost", subject, message_id, attachments).unwrap()
+        self.email_from(&notifier().email, message_id, subject, attachments)
+    }
+
+    pub fn email_from(&self, from: &str, message_id: &str, subject: &str, attachments: Vec<Attached>) -> Vec<u8> {
+        samples::email(from, "notifications@postroom.localhost", subject, message_id, attachments).unwrap()
     }
 
     pub async fn process(&self, key: &str, raw: &[u8]) -> Outcome {

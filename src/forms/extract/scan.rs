@@ -13,7 +13,7 @@ use quick_xml::events::{BytesStart, Event};
 
 use super::ExtractError;
 use super::boxes::{TICKED, UNTICKED, glyph};
-use super::xml::{Walker, attr, push_ref};
+use super::xml::{Walker, attr, local, push_ref, tags_in};
 
 /// A byte range into [`Scan::text`] or [`Scan::names`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,17 +89,31 @@ pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, Extr
         match walker.next()? {
             Event::Start(e) => {
                 s.depth += 1;
-                s.open(&e, false);
+                match s.open(&e, false) {
+                    Open::Read => {}
+                    Open::Skip => {
+                        if walker.skip_content(e.name().into_inner()).is_none() {
+                            // No end tag to jump to: read through it, ignoring what is inside.
+                            s.enter(Mode::Skip, false);
+                        }
+                    }
+                    Open::SdtPr => match walker.skip_content(e.name().into_inner()) {
+                        Some(fragment) => s.sdt_properties(fragment),
+                        None => s.enter(Mode::SdtPr, false),
+                    },
+                }
             }
-            Event::Empty(e) => s.open(&e, true),
+            Event::Empty(e) => {
+                s.open(&e, true);
+            }
             Event::End(e) => {
                 if let Some((_, at)) = s.mode
                     && at == s.depth
                 {
                     s.mode = None;
                 } else if s.mode.is_none() {
-                    s.close(e.local_name().as_ref());
-                } else if e.local_name().as_ref() == "checkBox" {
+                    s.close(local(e.name().into_inner()));
+                } else if local(e.name().into_inner()) == "checkBox" {
                     s.in_ff_checkbox = false;
                 }
                 s.depth = s.depth.saturating_sub(1);
@@ -119,6 +133,16 @@ pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, Extr
             _ => {}
         }
     }
+}
+
+/// What to do with an element's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Read,
+    /// Nothing inside is content.
+    Skip,
+    /// A content control's properties: read from the raw text when possible.
+    SdtPr,
 }
 
 /// Sub-modes entered at an element and left at its end (the depth it opened at).
@@ -220,17 +244,24 @@ impl Scanner {
         }
     }
 
-    fn open(&mut self, e: &BytesStart<'_>, empty: bool) {
-        let local = e.local_name();
+    /// Handles a start or empty tag and says what to do with the element's content.
+    fn open(&mut self, e: &BytesStart<'_>, empty: bool) -> Open {
+        let name = local(e.name().into_inner());
         match self.mode {
-            Some((Mode::Skip, _)) => {}
-            Some((Mode::SdtPr, _)) => self.sdt_property(local.as_ref(), e),
-            Some((Mode::FfData, _)) => self.ff_property(local.as_ref(), e),
-            None => self.open_body(local.as_ref(), e, empty),
+            Some((Mode::Skip, _)) => Open::Read,
+            Some((Mode::SdtPr, _)) => {
+                self.sdt_property(name, e);
+                Open::Read
+            }
+            Some((Mode::FfData, _)) => {
+                self.ff_property(name, e);
+                Open::Read
+            }
+            None => self.open_body(name, e, empty),
         }
     }
 
-    fn open_body(&mut self, local: &str, e: &BytesStart<'_>, empty: bool) {
+    fn open_body(&mut self, local: &str, e: &BytesStart<'_>, empty: bool) -> Open {
         let len = self.scan.text.len();
         match local {
             "t" => self.in_t = !empty,
@@ -260,12 +291,30 @@ impl Scanner {
                     f.start = len;
                 }
             }
-            "sdtPr" => self.enter(Mode::SdtPr, empty),
+            "sdtPr" if !empty => return Open::SdtPr,
             "fldChar" => self.fld_char(e),
             "ffData" => self.enter(Mode::FfData, empty),
             "pPr" | "rPr" | "tblPr" | "trPr" | "tcPr" | "sectPr" | "tblGrid" | "tblPrEx" | "sdtEndPr" | "Fallback"
-            | "del" | "moveFrom" | "delText" | "delInstrText" => self.enter(Mode::Skip, empty),
+            | "del" | "moveFrom" | "delText" | "delInstrText"
+                if !empty =>
+            {
+                return Open::Skip;
+            }
             _ => {}
+        }
+        Open::Read
+    }
+
+    /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text.
+    fn sdt_properties(&mut self, fragment: &str) {
+        let tag = tags_in(fragment, "tag").next();
+        let tag = self.name_span(tag.as_ref().and_then(|t| attr(t, "val")).as_deref());
+        let checkbox = tags_in(fragment, "checkbox").next().is_some();
+        let checked = tags_in(fragment, "checked").next().and_then(|e| on_off(&e));
+        if let Some(f) = self.sdts.last_mut() {
+            f.tag = tag;
+            f.checkbox = checkbox;
+            f.checked = checked;
         }
     }
 

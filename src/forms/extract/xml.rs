@@ -43,6 +43,7 @@ pub(super) fn malformed(part: &str, detail: impl std::fmt::Display) -> ExtractEr
 /// A quick-xml reader over one part that counts depth itself (no recursion anywhere) and refuses
 /// nesting beyond the limit before the parser's own name stack can grow further.
 pub(super) struct Walker<'a> {
+    xml: &'a str,
     reader: Reader<&'a [u8]>,
     part: &'a str,
     depth: usize,
@@ -52,7 +53,22 @@ pub(super) struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     pub fn new(xml: &'a str, part: &'a str, max_depth: usize) -> Walker<'a> {
-        Walker { reader: Reader::from_str(xml), part, depth: 0, max_depth, saw_root: false }
+        Walker { xml, reader: Reader::from_str(xml), part, depth: 0, max_depth, saw_root: false }
+    }
+
+    /// Called right after the `Start` event of `qname`: moves the reader to that element's end tag
+    /// without tokenising what lies between. Property elements (`w:rPr`, `w:tcPr`, ...) are half of a
+    /// document's bytes and hold nothing the reader needs; skipping them halves the parse. The end tag
+    /// is still read as an event, so quick-xml's end-name check stays balanced. Returns the skipped text,
+    /// or `None` (having moved nothing) when no matching end tag is found, leaving quick-xml to report the
+    /// damage.
+    pub fn skip_content(&mut self, qname: &str) -> Option<&'a str> {
+        let remaining = self.reader.get_mut().len();
+        let rest = self.xml.len().checked_sub(remaining).and_then(|at| self.xml.get(at..))?;
+        let end = matching_end(rest, qname)?;
+        let (skipped, after) = (rest.get(..end)?, rest.get(end..)?);
+        *self.reader.get_mut() = after.as_bytes();
+        Some(skipped)
     }
 
     pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
@@ -78,6 +94,69 @@ impl<'a> Walker<'a> {
         }
         Ok(event)
     }
+}
+
+/// Where the end tag closing an element named `qname` starts, given the text right after its start tag;
+/// nested elements of the same name are counted. A single forward pass, so linear in the skipped bytes.
+fn matching_end(rest: &str, qname: &str) -> Option<usize> {
+    let bytes = rest.as_bytes();
+    let mut open = 1usize;
+    for (at, _) in rest.match_indices(qname) {
+        let after = bytes.get(at + qname.len()).copied();
+        if !matches!(after, Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n')) {
+            continue;
+        }
+        let before = bytes.get(..at).unwrap_or_default();
+        if before.ends_with(b"</") {
+            open -= 1;
+            if open == 0 {
+                return Some(at - 2);
+            }
+        } else if before.ends_with(b"<") {
+            let tag_end = rest.get(at..).and_then(|r| r.find('>')).map(|i| at + i)?;
+            if bytes.get(tag_end.wrapping_sub(1)) != Some(&b'/') {
+                open += 1;
+            }
+        }
+    }
+    None
+}
+
+/// The local part of a qualified name (`w:tag` -> `tag`). A byte scan: names are short, and quick-xml's
+/// own `local_name` goes through a general char search that showed up in profiles.
+pub(super) fn local(qname: &str) -> &str {
+    match qname.bytes().position(|b| b == b':') {
+        Some(i) => qname.get(i + 1..).unwrap_or(qname),
+        None => qname,
+    }
+}
+
+/// Start or empty tags named `local` (any prefix) in a raw fragment skipped with
+/// [`Walker::skip_content`], found by text search; attributes are then read the usual way. Only for
+/// small property blocks whose children are empty elements (`w:sdtPr`).
+pub(super) fn tags_in<'x>(fragment: &'x str, local: &'x str) -> impl Iterator<Item = BytesStart<'x>> + 'x {
+    let bytes = fragment.as_bytes();
+    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    fragment.match_indices(local).filter_map(move |(at, _)| {
+        let after = *bytes.get(at + local.len())?;
+        if !matches!(after, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>') {
+            return None;
+        }
+        let mut start = at;
+        if start.checked_sub(1).and_then(|i| bytes.get(i)) == Some(&b':') {
+            start -= 1;
+            while start.checked_sub(1).and_then(|i| bytes.get(i)).is_some_and(|b| name_byte(*b)) {
+                start -= 1;
+            }
+        }
+        if start.checked_sub(1).and_then(|i| bytes.get(i)) != Some(&b'<') {
+            return None;
+        }
+        let end = at + fragment.get(at..)?.find('>')?;
+        let inner = fragment.get(start..end)?;
+        let inner = inner.strip_suffix('/').unwrap_or(inner);
+        Some(BytesStart::from_content(inner, at + local.len() - start))
+    })
 }
 
 /// Appends what an entity or character reference stands for; an unknown entity (there is no DTD to
@@ -250,6 +329,36 @@ mod tests {
             "application/vnd.ms-word.document.macroEnabled.main+xml",
         );
         assert!(content_types(&docm, 256).unwrap().macro_enabled);
+    }
+
+    #[test]
+    fn skipping_lands_on_the_matching_end_tag() {
+        let rest = r#"<w:b/><w:rPrChange><w:rPr><w:i/></w:rPr></w:rPrChange><w:rPr/></w:rPr ><w:t>x</w:t>"#;
+        let end = matching_end(rest, "w:rPr").unwrap();
+        assert!(rest[end..].starts_with("</w:rPr ><w:t>"), "{}", &rest[end..]);
+        assert_eq!(matching_end("<w:rPr></w:rPrX>", "w:rPr"), None);
+
+        let xml = "<a><w:rPr><w:t>hidden</w:t></w:rPr><w:t>shown</w:t></a>";
+        let mut w = Walker::new(xml, "p", 10);
+        let mut texts = Vec::new();
+        loop {
+            match w.next().unwrap() {
+                Event::Start(e) if e.name().as_ref() == "w:rPr" => assert!(w.skip_content("w:rPr").is_some()),
+                Event::Text(t) => texts.push(t.xml10_content().into_owned()),
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        assert_eq!(texts, ["shown"]);
+    }
+
+    #[test]
+    fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
+        let frag = r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
+        let vals: Vec<String> = tags_in(frag, "tag").map(|e| attr(&e, "val").unwrap().into_owned()).collect();
+        assert_eq!(vals, ["a&b", "c"]);
+        assert_eq!(local("w14:checked"), "checked");
+        assert_eq!(local("p"), "p");
     }
 
     #[test]

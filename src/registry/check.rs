@@ -1,0 +1,483 @@
+//! Whether a form's sender may notify for the provider and location the form names, answered from the
+//! registry. A wrong provider or location ID is the commonest reason a notification is delayed, so each
+//! problem says exactly what is wrong and what the right value might be; but registration data beyond the
+//! public directory (a provider's list of locations, the sender's own roles) is told only to an address
+//! registered at that provider: the reply goes to the `From` address, so whoever reads it holds that
+//! address. An address held by several *different people* (a shared inbox) is refused with the regulator's
+//! wording and the names of the people who share it; one person holding several roles is not refused.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyPool, Row};
+
+use super::Role;
+use crate::ids::{EmailAddress, LocationId, ProviderId};
+use crate::problem::{Problem, ProblemCode};
+use crate::store::{Store, StoreError};
+
+/// How many of a provider's locations a message lists before "and N more".
+const LOCATIONS_LISTED: usize = 20;
+
+/// The registry problems of one form from `sender` naming `provider_id` and `location_id` (normalised
+/// answers, as in [`crate::validate::Checked::values`]). IDs that do not parse are skipped: validation has
+/// already reported their format. `form_needs_location` is false for forms about the provider as a whole,
+/// whose location answer (if any) is not checked.
+pub async fn check(
+    store: &Store,
+    sender: &EmailAddress,
+    form_needs_location: bool,
+    provider_id: Option<&str>,
+    location_id: Option<&str>,
+) -> Result<Vec<Problem>, StoreError> {
+    let pool = store.pool();
+    let held = roles_of(pool, sender.comparison_key()).await?;
+    let provider_id = provider_id.and_then(ProviderId::parse);
+    let location_id = if form_needs_location { location_id.and_then(LocationId::parse) } else { None };
+    let provider = match &provider_id {
+        Some(p) => find_provider(pool, p.as_str()).await?,
+        None => None,
+    };
+    let location = match &location_id {
+        Some(l) => find_location(pool, l.as_str()).await?,
+        None => None,
+    };
+    let ctx = Ctx { pool, sender, held: &held };
+    let mut problems = Vec::new();
+
+    // Who is sending.
+    let people: BTreeMap<&str, &str> = held.iter().map(|h| (h.person_id.as_str(), h.name.as_str())).collect();
+    if held.is_empty() {
+        problems.push(ctx.not_registered());
+    } else if people.len() > 1 {
+        problems.push(ctx.multiple_people(&people.values().copied().collect::<Vec<_>>()));
+    }
+
+    // The provider.
+    let active_provider = match (&provider_id, &provider) {
+        (Some(id), None) => {
+            problems.push(ctx.unknown_provider(id.as_str(), location.as_ref()).await?);
+            None
+        }
+        (Some(_), Some(p)) if p.deregistered_at.is_some() => {
+            problems.push(ctx.provider_deregistered(p));
+            None
+        }
+        (_, p) => p.as_ref(),
+    };
+
+    // The location.
+    let mut location_of_provider = None;
+    match (&location_id, &location) {
+        (Some(id), None) => problems.push(ctx.unknown_location(id.as_str(), active_provider).await?),
+        (Some(_), Some(l)) if l.deregistered_at.is_some() => {
+            problems.push(ctx.location_deregistered(l, active_provider).await?)
+        }
+        (Some(_), Some(l)) => match active_provider {
+            Some(p) if p.id != l.provider_id => problems.push(ctx.location_not_of_provider(l, p).await?),
+            Some(_) => location_of_provider = Some(l),
+            None => {}
+        },
+        (None, _) => {}
+    }
+
+    // Authority: only when the sender is one person and the provider is a registered one.
+    if people.len() == 1
+        && let Some(p) = active_provider
+    {
+        let here: Vec<&Held> = held.iter().filter(|h| h.provider_id == p.id).collect();
+        if here.is_empty() {
+            problems.push(ctx.not_at_provider(p));
+        } else if let Some(l) = location_of_provider
+            && !here.iter().any(|h| h.role.covers_provider() || h.location_id.as_deref() == Some(l.id.as_str()))
+        {
+            problems.push(ctx.manager_elsewhere(l, p, &here));
+        }
+    }
+    Ok(problems)
+}
+
+/// One role held under the sender's address.
+#[derive(Debug, Clone)]
+struct Held {
+    person_id: String,
+    name: String,
+    role: Role,
+    provider_id: String,
+    provider_name: Option<String>,
+    location_id: Option<String>,
+    location_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct ProviderRec {
+    id: String,
+    name: String,
+    deregistered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct LocationRec {
+    id: String,
+    name: String,
+    postcode: Option<String>,
+    provider_id: String,
+    provider_name: String,
+    deregistered_at: Option<i64>,
+}
+
+impl LocationRec {
+    /// "Oakfield House, LS1 4AB": how a provider recognises its location.
+    fn label(&self) -> String {
+        match &self.postcode {
+            Some(pc) => format!("{}, {pc}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+async fn roles_of(pool: &AnyPool, email_key: &str) -> Result<Vec<Held>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT pe.person_id, pe.name, pe.role, pe.provider_id, pe.location_id, pr.name AS provider_name, \
+         l.name AS location_name FROM people pe \
+         LEFT JOIN providers pr ON pr.provider_id = pe.provider_id \
+         LEFT JOIN locations l ON l.location_id = pe.location_id \
+         WHERE pe.email = $1 ORDER BY pe.person_id, pe.provider_id, pe.location_id",
+    )
+    .bind(email_key)
+    .fetch_all(pool)
+    .await?;
+    let mut held = Vec::with_capacity(rows.len());
+    for r in rows {
+        let role: String = r.try_get("role")?;
+        // The importer writes only known roles; a row edited by hand to something else grants nothing.
+        let Some(role) = Role::parse(&role) else { continue };
+        let location_id: String = r.try_get("location_id")?;
+        held.push(Held {
+            person_id: r.try_get("person_id")?,
+            name: r.try_get("name")?,
+            role,
+            provider_id: r.try_get("provider_id")?,
+            provider_name: r.try_get("provider_name")?,
+            location_id: Some(location_id).filter(|l| !l.is_empty()),
+            location_name: r.try_get("location_name")?,
+        });
+    }
+    Ok(held)
+}
+
+async fn find_provider(pool: &AnyPool, id: &str) -> Result<Option<ProviderRec>, StoreError> {
+    let row = sqlx::query("SELECT provider_id, name, deregistered_at FROM providers WHERE provider_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row
+        .map(|r| {
+            Ok::<_, sqlx::Error>(ProviderRec {
+                id: r.try_get("provider_id")?,
+                name: r.try_get("name")?,
+                deregistered_at: r.try_get("deregistered_at")?,
+            })
+        })
+        .transpose()?)
+}
+
+async fn find_location(pool: &AnyPool, id: &str) -> Result<Option<LocationRec>, StoreError> {
+    let row = sqlx::query(
+        "SELECT l.location_id, l.name, l.postcode, l.provider_id, p.name AS provider_name, l.deregistered_at \
+         FROM locations l JOIN providers p ON p.provider_id = l.provider_id WHERE l.location_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row
+        .map(|r| {
+            Ok::<_, sqlx::Error>(LocationRec {
+                id: r.try_get("location_id")?,
+                name: r.try_get("name")?,
+                postcode: r.try_get("postcode")?,
+                provider_id: r.try_get("provider_id")?,
+                provider_name: r.try_get("provider_name")?,
+                deregistered_at: r.try_get("deregistered_at")?,
+            })
+        })
+        .transpose()?)
+}
+
+/// "these are this provider's locations: ...", the registered ones, by name, at most [`LOCATIONS_LISTED`].
+async fn locations_list(pool: &AnyPool, provider: &ProviderRec) -> Result<String, StoreError> {
+    let rows = sqlx::query(
+        "SELECT location_id, name, postcode FROM locations WHERE provider_id = $1 AND deregistered_at IS NULL \
+         ORDER BY name, location_id",
+    )
+    .bind(&provider.id)
+    .fetch_all(pool)
+    .await?;
+    if rows.is_empty() {
+        return Ok(format!(" Provider {} has no registered locations at present.", provider.id));
+    }
+    let mut items = Vec::new();
+    for r in rows.iter().take(LOCATIONS_LISTED) {
+        let id: String = r.try_get("location_id")?;
+        let name: String = r.try_get("name")?;
+        let postcode: Option<String> = r.try_get("postcode")?;
+        items.push(match postcode {
+            Some(pc) => format!("{id} {name} ({pc})"),
+            None => format!("{id} {name}"),
+        });
+    }
+    let more = rows.len().saturating_sub(LOCATIONS_LISTED);
+    let tail = if more > 0 { format!("; and {more} more") } else { String::new() };
+    Ok(format!(" The registered locations of {} ({}) are: {}{tail}.", provider.id, provider.name, items.join("; ")))
+}
+
+/// The date an import first stopped listing something, as the provider reads dates.
+fn day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&chrono_tz::Europe::London).format("%-d %B %Y").to_string())
+        .unwrap_or_else(|| "an earlier import".to_string())
+}
+
+/// "A", "A and B", "A, B and C".
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+struct Ctx<'a> {
+    pool: &'a AnyPool,
+    sender: &'a EmailAddress,
+    held: &'a [Held],
+}
+
+impl Ctx<'_> {
+    fn holds_role_at(&self, provider_id: &str) -> bool {
+        self.held.iter().any(|h| h.provider_id == provider_id)
+    }
+
+    /// " The address you sent from is registered for provider X (Name)." when it is registered anywhere
+    /// other than `except`: the sender's own registration, told to the sender only.
+    fn own_providers(&self, except: Option<&str>) -> String {
+        let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for h in self.held.iter().filter(|h| Some(h.provider_id.as_str()) != except) {
+            seen.insert(&h.provider_id, h.provider_name.as_deref().unwrap_or(""));
+        }
+        if seen.is_empty() {
+            return String::new();
+        }
+        let items: Vec<String> = seen
+            .iter()
+            .take(5)
+            .map(|(id, name)| if name.is_empty() { (*id).to_string() } else { format!("{id} ({name})") })
+            .collect();
+        let items: Vec<&str> = items.iter().map(String::as_str).collect();
+        if seen.len() == 1 {
+            format!(
+                " The address you sent from is registered for provider {}; if the form is about that provider, \
+                 use its ID.",
+                items.join("")
+            )
+        } else {
+            format!(
+                " The address you sent from is registered for providers {}; if the form is about one of them, use \
+                 that provider's ID.",
+                and_list(&items)
+            )
+        }
+    }
+
+    fn not_registered(&self) -> Problem {
+        Problem::new(ProblemCode::SenderNotRegistered)
+            .value(self.sender.as_str())
+            .message(format!(
+                "This email came from {}, which is not an address we hold for a registered person (a nominated \
+             individual, registered manager, responsible individual, partner or a delegate they have named), so \
+             we cannot accept a notification from it.",
+                self.sender.as_str()
+            ))
+            .hint(
+                "Send the form again from the email address we hold for you. If you are not a registered person, ask \
+             your provider's nominated individual to name you as a delegate. If your registered address has \
+             changed, submit a change of contact details form from the address we hold first.",
+            )
+    }
+
+    fn multiple_people(&self, names: &[&str]) -> Problem {
+        let names = and_list(names);
+        Problem::new(ProblemCode::EmailMultipleRoles)
+            .value(self.sender.as_str())
+            .message(format!(
+                "Email Address held by Multiple roles: {} is the address we hold for more than one person \
+                 ({names}), so we cannot tell which registered person sent this form.",
+                self.sender.as_str()
+            ))
+            .hint(format!(
+                "Each registered person needs an email address of their own. Submit a change of contact details \
+                 form so that each of {names} has a personal address, such as firstname.lastname@provider.co.uk, \
+                 then send this form again from the new address of the person it comes from."
+            ))
+    }
+
+    async fn unknown_provider(&self, id: &str, location: Option<&LocationRec>) -> Result<Problem, StoreError> {
+        let mut message = format!("The provider ID {id} is not one we hold.");
+        if let Some(l) = find_location(self.pool, id).await? {
+            message.push_str(&format!(
+                " {id} is the ID of a location, {}; the provider ID of that location is {} ({}).",
+                l.name, l.provider_id, l.provider_name
+            ));
+        } else if let Some(l) = location.filter(|l| l.deregistered_at.is_none()) {
+            message.push_str(&format!(
+                " The location on the form, {} ({}), is registered to provider {} ({}).",
+                l.id, l.name, l.provider_id, l.provider_name
+            ));
+        } else {
+            message.push_str(&self.own_providers(None));
+        }
+        Ok(Problem::new(ProblemCode::UnknownProvider).field("provider_id").value(id).message(message).hint(
+            "Check the provider ID on your registration certificate (it looks like 1-101641531; NHS trusts use \
+             their 3-character code, like RX1), correct it on the form and send the form again.",
+        ))
+    }
+
+    fn provider_deregistered(&self, p: &ProviderRec) -> Problem {
+        let since = p.deregistered_at.map(day).unwrap_or_default();
+        Problem::new(ProblemCode::ProviderDeregistered)
+            .field("provider_id")
+            .value(&p.id)
+            .message(format!(
+                "Provider {} ({}) is no longer registered: it has not been in the register since {since}.{}",
+                p.id,
+                p.name,
+                self.own_providers(Some(&p.id))
+            ))
+            .hint(
+                "If your organisation changed its legal entity, it has a new provider ID, printed on its new \
+                 registration certificate: put that on the form and send it again.",
+            )
+    }
+
+    async fn unknown_location(&self, id: &str, provider: Option<&ProviderRec>) -> Result<Problem, StoreError> {
+        let mut message = format!("The location ID {id} is not one we hold.");
+        if let Some(p) = find_provider(self.pool, id).await? {
+            message.push_str(&format!(" {id} is a provider ID ({}), not a location ID.", p.name));
+        }
+        if let Some(p) = provider.filter(|p| self.holds_role_at(&p.id)) {
+            message.push_str(&locations_list(self.pool, p).await?);
+        }
+        Ok(Problem::new(ProblemCode::UnknownLocation).field("location_id").value(id).message(message).hint(
+            "Use the location ID of the registered location where the event happened, from its registration \
+             certificate (it looks like 1-1000210669; NHS sites use a 5-character code, like RX1CC).",
+        ))
+    }
+
+    async fn location_deregistered(
+        &self,
+        l: &LocationRec,
+        provider: Option<&ProviderRec>,
+    ) -> Result<Problem, StoreError> {
+        let since = l.deregistered_at.map(day).unwrap_or_default();
+        let mut message = format!(
+            "Location {} ({}) is no longer registered: it has not been in the register since {since}.",
+            l.id,
+            l.label()
+        );
+        if let Some(p) = provider.filter(|p| self.holds_role_at(&p.id)) {
+            message.push_str(&locations_list(self.pool, p).await?);
+        }
+        Ok(Problem::new(ProblemCode::LocationDeregistered).field("location_id").value(&l.id).message(message).hint(
+            "Use the ID of the registered location where the event happened. If the service moved or re-registered, \
+             it has a new location ID, printed on its new registration certificate.",
+        ))
+    }
+
+    async fn location_not_of_provider(&self, l: &LocationRec, p: &ProviderRec) -> Result<Problem, StoreError> {
+        let mut message = format!("Location {} is not one of the locations of provider {} ({}).", l.id, p.id, p.name);
+        if self.holds_role_at(&p.id) {
+            message.push_str(&locations_list(self.pool, p).await?);
+        }
+        if self.holds_role_at(&l.provider_id) {
+            message.push_str(&format!(
+                " {} ({}) is a location of provider {} ({}), where you are also registered: if the form is about \
+                 that location, correct the provider ID instead.",
+                l.id,
+                l.label(),
+                l.provider_id,
+                l.provider_name
+            ));
+        }
+        Ok(Problem::new(ProblemCode::LocationNotOfProvider).field("location_id").value(&l.id).message(message).hint(
+            format!(
+                "Put the ID of the location of {} where the event happened on the form, and send it again.",
+                p.name
+            ),
+        ))
+    }
+
+    fn not_at_provider(&self, p: &ProviderRec) -> Problem {
+        Problem::new(ProblemCode::SenderNotAtProvider)
+            .value(self.sender.as_str())
+            .message(format!(
+                "The address {} is not registered for any role at provider {} ({}), so it cannot notify for that \
+                 provider.{}",
+                self.sender.as_str(),
+                p.id,
+                p.name,
+                self.own_providers(Some(&p.id))
+            ))
+            .hint(format!(
+                "Ask a registered person of {} (its nominated individual or the registered manager of the \
+                 location) to send the form, or to name you as a delegate of that provider.",
+                p.name
+            ))
+    }
+
+    fn manager_elsewhere(&self, l: &LocationRec, p: &ProviderRec, here: &[&Held]) -> Problem {
+        let managed: Vec<String> = here
+            .iter()
+            .filter_map(|h| {
+                let id = h.location_id.as_deref()?;
+                Some(match h.location_name.as_deref() {
+                    Some(name) => format!("{name} ({id})"),
+                    None => id.to_string(),
+                })
+            })
+            .collect();
+        let managed: Vec<&str> = managed.iter().map(String::as_str).collect();
+        Problem::new(ProblemCode::ManagerNotAtLocation)
+            .field("location_id")
+            .value(&l.id)
+            .message(format!(
+                "You are registered manager of {}, not of {} ({}); a registered manager notifies only for the \
+                 locations they manage.",
+                and_list(&managed),
+                l.name,
+                l.id
+            ))
+            .hint(format!(
+                "Ask the registered manager of {}, or a person registered for the whole of {} (its nominated \
+                 individual, responsible individual or partner, or a delegate they have named), to send the form. \
+                 If you now manage {} too, submit a change of registered details first.",
+                l.name, p.name, l.name
+            ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_read_as_english() {
+        assert_eq!(and_list(&["A"]), "A");
+        assert_eq!(and_list(&["A", "B"]), "A and B");
+        assert_eq!(and_list(&["A", "B", "C"]), "A, B and C");
+    }
+
+    #[test]
+    fn days_are_london_dates() {
+        // 2026-03-31 23:30 UTC is 1 April in London (BST).
+        assert_eq!(day(1_774_999_800_000), "1 April 2026");
+    }
+}
