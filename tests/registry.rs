@@ -415,6 +415,15 @@ async fn unknown_provider_that_is_a_location_id_says_so(store: &Store) {
         "{}",
         p.message
     );
+    // To someone with no role at Oakfield: only that it is a location ID, not whose.
+    let problems = check(store, ALAN, OAKFIELD_HOUSE, BROOKSIDE_COURT).await;
+    let p = find(&problems, ProblemCode::UnknownProvider);
+    assert!(p.message.contains("1-1000210669 is a location ID, not a provider ID"), "{}", p.message);
+    assert!(!p.message.contains("Oakfield"), "{}", p.message);
+    // Nor is a stranger told the provider of the (valid) location on the form.
+    let problems = check(store, "x@y.example", "1-505050506", OAKFIELD_HOUSE).await;
+    let p = find(&problems, ProblemCode::UnknownProvider);
+    assert!(!p.message.contains(OAKFIELD), "{}", p.message);
 }
 
 async fn provider_deregistered_says_since_when(store: &Store) {
@@ -439,10 +448,14 @@ async fn unknown_location_lists_locations_to_a_sender_with_a_role(store: &Store)
     let stranger = check(store, "someone@elsewhere.example", OAKFIELD, "1-1000210699").await;
     let p = find(&stranger, ProblemCode::UnknownLocation);
     assert!(!p.message.contains("Oakfield House"), "{}", p.message);
-    // A provider ID typed as the location is named as such.
+    // A provider ID typed as the location is named as such; the provider's name only to its own people.
     let problems = check(store, JANE, OAKFIELD, BROOKSIDE).await;
     let p = only(&problems, ProblemCode::UnknownLocation, Some("location_id"), BROOKSIDE);
-    assert!(p.message.contains("is a provider ID (Brookside Healthcare Limited)"), "{}", p.message);
+    assert!(p.message.contains("1-202020202 is a provider ID, not a location ID"), "{}", p.message);
+    assert!(!p.message.contains("Brookside Healthcare"), "{}", p.message);
+    let problems = check(store, MARGARET, OAKFIELD, OAKFIELD).await;
+    let p = only(&problems, ProblemCode::UnknownLocation, Some("location_id"), OAKFIELD);
+    assert!(p.message.contains("1-101641531 is the provider ID of Oakfield Care Ltd"), "{}", p.message);
 }
 
 async fn location_deregistered_says_since_when(store: &Store) {
@@ -688,7 +701,14 @@ async fn zz_print_messages() {
         (JANE, "1-909090909", "1-9090909090"),
     ] {
         for p in check(store, s, p, l).await {
-            eprintln!("[{}] field={:?} value={:?}\n  message: {}\n  hint: {}\n", p.code.as_str(), p.field, p.value, p.message, p.hint);
+            eprintln!(
+                "[{}] field={:?} value={:?}\n  message: {}\n  hint: {}\n",
+                p.code.as_str(),
+                p.field,
+                p.value,
+                p.message,
+                p.hint
+            );
         }
     }
 }

@@ -322,12 +322,17 @@ impl Ctx<'_> {
 
     async fn unknown_provider(&self, id: &str, location: Option<&LocationRec>) -> Result<Problem, StoreError> {
         let mut message = format!("The provider ID {id} is not one we hold.");
+        // Which provider a location belongs to is told only to someone registered at that provider.
         if let Some(l) = find_location(self.pool, id).await? {
-            message.push_str(&format!(
-                " {id} is the ID of a location, {}; the provider ID of that location is {} ({}).",
-                l.name, l.provider_id, l.provider_name
-            ));
-        } else if let Some(l) = location.filter(|l| l.deregistered_at.is_none()) {
+            if self.holds_role_at(&l.provider_id) {
+                message.push_str(&format!(
+                    " {id} is the ID of a location, {}; the provider ID of that location is {} ({}).",
+                    l.name, l.provider_id, l.provider_name
+                ));
+            } else {
+                message.push_str(&format!(" {id} is a location ID, not a provider ID."));
+            }
+        } else if let Some(l) = location.filter(|l| l.deregistered_at.is_none() && self.holds_role_at(&l.provider_id)) {
             message.push_str(&format!(
                 " The location on the form, {} ({}), is registered to provider {} ({}).",
                 l.id, l.name, l.provider_id, l.provider_name
@@ -347,7 +352,7 @@ impl Ctx<'_> {
             .field("provider_id")
             .value(&p.id)
             .message(format!(
-                "Provider {} ({}) is no longer registered: it has not been in the register since {since}.{}",
+                "Provider {} ({}) is no longer registered: it has been off the register since {since}.{}",
                 p.id,
                 p.name,
                 self.own_providers(Some(&p.id))
@@ -361,7 +366,11 @@ impl Ctx<'_> {
     async fn unknown_location(&self, id: &str, provider: Option<&ProviderRec>) -> Result<Problem, StoreError> {
         let mut message = format!("The location ID {id} is not one we hold.");
         if let Some(p) = find_provider(self.pool, id).await? {
-            message.push_str(&format!(" {id} is a provider ID ({}), not a location ID.", p.name));
+            if self.holds_role_at(&p.id) {
+                message.push_str(&format!(" {id} is the provider ID of {}, not a location ID.", p.name));
+            } else {
+                message.push_str(&format!(" {id} is a provider ID, not a location ID."));
+            }
         }
         if let Some(p) = provider.filter(|p| self.holds_role_at(&p.id)) {
             message.push_str(&locations_list(self.pool, p).await?);
@@ -379,7 +388,7 @@ impl Ctx<'_> {
     ) -> Result<Problem, StoreError> {
         let since = l.deregistered_at.map(day).unwrap_or_default();
         let mut message = format!(
-            "Location {} ({}) is no longer registered: it has not been in the register since {since}.",
+            "Location {} ({}) is no longer registered: it has been off the register since {since}.",
             l.id,
             l.label()
         );

@@ -354,7 +354,8 @@ mod tests {
 
     #[test]
     fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
-        let frag = r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
+        let frag =
+            r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
         let vals: Vec<String> = tags_in(frag, "tag").map(|e| attr(&e, "val").unwrap().into_owned()).collect();
         assert_eq!(vals, ["a&b", "c"]);
         assert_eq!(local("w14:checked"), "checked");
