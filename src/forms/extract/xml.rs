@@ -96,30 +96,50 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// The tags in raw XML text, as (offset of `<`, is an end tag, qualified name); comments, processing
+/// instructions and declarations are passed over. A plain byte scan: the fragments are property blocks
+/// and a general substring search costs more than it saves there.
+fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
+    let bytes = text.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let lt = pos + bytes.get(pos..)?.iter().position(|b| *b == b'<')?;
+            pos = lt + 1;
+            let end_tag = bytes.get(pos) == Some(&b'/');
+            let start = if end_tag { pos + 1 } else { pos };
+            let len = bytes.get(start..)?.iter().position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))?;
+            let name = text.get(start..start + len)?;
+            if !name.is_empty() && !name.starts_with(['!', '?']) {
+                return Some((lt, end_tag, name));
+            }
+        }
+    })
+}
+
 /// Where the end tag closing an element named `qname` starts, given the text right after its start tag;
-/// nested elements of the same name are counted. A single forward pass, so linear in the skipped bytes.
+/// nested elements of the same name are counted. One forward pass, so linear in the skipped bytes.
 fn matching_end(rest: &str, qname: &str) -> Option<usize> {
-    let bytes = rest.as_bytes();
     let mut open = 1usize;
-    for (at, _) in rest.match_indices(qname) {
-        let after = bytes.get(at + qname.len()).copied();
-        if !matches!(after, Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n')) {
+    for (at, end_tag, name) in raw_tags(rest) {
+        if name != qname {
             continue;
         }
-        let before = bytes.get(..at).unwrap_or_default();
-        if before.ends_with(b"</") {
+        if end_tag {
             open -= 1;
             if open == 0 {
-                return Some(at - 2);
+                return Some(at);
             }
-        } else if before.ends_with(b"<") {
-            let tag_end = rest.get(at..).and_then(|r| r.find('>')).map(|i| at + i)?;
-            if bytes.get(tag_end.wrapping_sub(1)) != Some(&b'/') {
-                open += 1;
-            }
+        } else if !self_closing(rest, at) {
+            open += 1;
         }
     }
     None
+}
+
+/// Whether the tag starting at `at` ends with `/>`.
+fn self_closing(text: &str, at: usize) -> bool {
+    text.get(at..).and_then(|t| t.find('>')).is_some_and(|gt| text.as_bytes().get(at + gt - 1) == Some(&b'/'))
 }
 
 /// The local part of a qualified name (`w:tag` -> `tag`). A byte scan: names are short, and quick-xml's
@@ -132,30 +152,14 @@ pub(super) fn local(qname: &str) -> &str {
 }
 
 /// Start or empty tags named `local` (any prefix) in a raw fragment skipped with
-/// [`Walker::skip_content`], found by text search; attributes are then read the usual way. Only for
-/// small property blocks whose children are empty elements (`w:sdtPr`).
-pub(super) fn tags_in<'x>(fragment: &'x str, local: &'x str) -> impl Iterator<Item = BytesStart<'x>> + 'x {
-    let bytes = fragment.as_bytes();
-    let name_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-    fragment.match_indices(local).filter_map(move |(at, _)| {
-        let after = *bytes.get(at + local.len())?;
-        if !matches!(after, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>') {
-            return None;
-        }
-        let mut start = at;
-        if start.checked_sub(1).and_then(|i| bytes.get(i)) == Some(&b':') {
-            start -= 1;
-            while start.checked_sub(1).and_then(|i| bytes.get(i)).is_some_and(|b| name_byte(*b)) {
-                start -= 1;
-            }
-        }
-        if start.checked_sub(1).and_then(|i| bytes.get(i)) != Some(&b'<') {
-            return None;
-        }
-        let end = at + fragment.get(at..)?.find('>')?;
-        let inner = fragment.get(start..end)?;
+/// [`Walker::skip_content`]; their attributes are then read the usual way. Only for small property
+/// blocks whose children are empty elements (`w:sdtPr`).
+pub(super) fn tags_in<'x>(fragment: &'x str, wanted: &'x str) -> impl Iterator<Item = BytesStart<'x>> + 'x {
+    raw_tags(fragment).filter(move |(_, end_tag, name)| !end_tag && local(name) == wanted).filter_map(|(at, _, name)| {
+        let gt = at + fragment.get(at..)?.find('>')?;
+        let inner = fragment.get(at + 1..gt)?;
         let inner = inner.strip_suffix('/').unwrap_or(inner);
-        Some(BytesStart::from_content(inner, at + local.len() - start))
+        Some(BytesStart::from_content(inner, name.len()))
     })
 }
 
