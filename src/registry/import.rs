@@ -176,10 +176,12 @@ pub async fn import_bytes(
     if directory.is_none() && people.is_none() {
         return Err(ImportError::NothingToImport);
     }
+    let t0 = std::time::Instant::now();
     let mut errors = Errors::default();
     let dir = directory.map(|input| parse_directory(input, &mut errors)).transpose()?;
     let people_rows = people.map(|input| parse_people(input, &mut errors)).transpose()?;
 
+    eprintln!("parse {:?}", t0.elapsed());
     let at = now_ms();
     let mut tx = store.pool().begin().await?;
     // Write first: on SQLite this takes the write lock before the reads below, so the transaction never
@@ -193,6 +195,7 @@ pub async fn import_bytes(
             .await?
             .try_get("id")?;
     let existing = Existing::load(&mut tx).await?;
+    eprintln!("load {:?}", t0.elapsed());
     if let (Some(input), Some(rows)) = (people, &people_rows) {
         check_people_references(input.name, rows, dir.as_ref(), &existing, &mut errors);
     }
@@ -213,6 +216,7 @@ pub async fn import_bytes(
     if let Some(dir) = &dir {
         write_directory(&mut tx, dir, &existing, import_id, at, &mut report).await?;
     }
+    eprintln!("dir {:?}", t0.elapsed());
     if let Some(rows) = &people_rows {
         report.people = write_people(&mut tx, rows, import_id).await?;
     }
@@ -236,7 +240,9 @@ pub async fn import_bytes(
     .bind(import_id)
     .execute(&mut *tx)
     .await?;
+    eprintln!("people {:?}", t0.elapsed());
     tx.commit().await?;
+    eprintln!("commit {:?}", t0.elapsed());
     tracing::info!(
         import_id,
         providers = p.listed,

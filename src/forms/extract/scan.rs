@@ -305,14 +305,19 @@ impl Scanner {
         Open::Read
     }
 
-    /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text.
+    /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text, in one pass.
     fn sdt_properties(&mut self, fragment: &str) {
-        let tag = tags_in(fragment, "tag").next();
-        let tag = self.name_span(tag.as_ref().and_then(|t| attr(t, "val")).as_deref());
-        let checkbox = tags_in(fragment, "checkbox").next().is_some();
-        let checked = tags_in(fragment, "checked").next().and_then(|e| on_off(&e));
+        let (mut tag, mut checkbox, mut checked) = (None, false, None);
+        for (local, e) in tags_in(fragment) {
+            match local {
+                "tag" if tag.is_none() => tag = Some(self.name_span(attr(&e, "val").as_deref())),
+                "checkbox" => checkbox = true,
+                "checked" if checked.is_none() => checked = on_off(&e),
+                _ => {}
+            }
+        }
         if let Some(f) = self.sdts.last_mut() {
-            f.tag = tag;
+            f.tag = tag.unwrap_or_default();
             f.checkbox = checkbox;
             f.checked = checked;
         }

@@ -104,11 +104,12 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         loop {
-            let lt = pos + bytes.get(pos..)?.iter().position(|b| *b == b'<')?;
+            let lt = pos + text.get(pos..)?.find('<')?;
             pos = lt + 1;
             let end_tag = bytes.get(pos) == Some(&b'/');
             let start = if end_tag { pos + 1 } else { pos };
-            let len = bytes.get(start..)?.iter().position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))?;
+            let len =
+                bytes.get(start..)?.iter().position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))?;
             let name = text.get(start..start + len)?;
             if !name.is_empty() && !name.starts_with(['!', '?']) {
                 return Some((lt, end_tag, name));
@@ -151,15 +152,15 @@ pub(super) fn local(qname: &str) -> &str {
     }
 }
 
-/// Start or empty tags named `local` (any prefix) in a raw fragment skipped with
-/// [`Walker::skip_content`]; their attributes are then read the usual way. Only for small property
-/// blocks whose children are empty elements (`w:sdtPr`).
-pub(super) fn tags_in<'x>(fragment: &'x str, wanted: &'x str) -> impl Iterator<Item = BytesStart<'x>> + 'x {
-    raw_tags(fragment).filter(move |(_, end_tag, name)| !end_tag && local(name) == wanted).filter_map(|(at, _, name)| {
+/// The start and empty tags in a raw fragment skipped with [`Walker::skip_content`], with their local
+/// names; attributes are then read the usual way. Only for small property blocks whose children are
+/// empty elements (`w:sdtPr`).
+pub(super) fn tags_in(fragment: &str) -> impl Iterator<Item = (&str, BytesStart<'_>)> + '_ {
+    raw_tags(fragment).filter(|(_, end_tag, _)| !end_tag).filter_map(|(at, _, name)| {
         let gt = at + fragment.get(at..)?.find('>')?;
         let inner = fragment.get(at + 1..gt)?;
         let inner = inner.strip_suffix('/').unwrap_or(inner);
-        Some(BytesStart::from_content(inner, name.len()))
+        Some((local(name), BytesStart::from_content(inner, name.len())))
     })
 }
 
@@ -360,7 +361,8 @@ mod tests {
     fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
         let frag =
             r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
-        let vals: Vec<String> = tags_in(frag, "tag").map(|e| attr(&e, "val").unwrap().into_owned()).collect();
+        let vals: Vec<String> =
+            tags_in(frag).filter(|(l, _)| *l == "tag").map(|(_, e)| attr(&e, "val").unwrap().into_owned()).collect();
         assert_eq!(vals, ["a&b", "c"]);
         assert_eq!(local("w14:checked"), "checked");
         assert_eq!(local("p"), "p");
