@@ -32,6 +32,8 @@ pub struct Config {
     pub forms: FormsConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             forms: FormsConfig::default(),
             daemon: DaemonConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -148,6 +151,12 @@ pub struct Limits {
     pub max_unzipped_bytes: u64,
     pub max_zip_entries: usize,
     pub max_xml_depth: usize,
+    /// Automatic replies one sender may receive per window; past it, their mail is quarantined
+    /// (`rate:flood`) instead of answered, so a loop with another auto-responder dies out.
+    pub max_replies_per_sender: u32,
+    /// "No form found" replies one sender may receive per window (loops rarely carry forms).
+    pub max_no_form_replies_per_sender: u32,
+    pub reply_window_secs: u64,
 }
 
 impl Default for Limits {
@@ -160,6 +169,9 @@ impl Default for Limits {
             max_unzipped_bytes: d.max_unzipped_bytes,
             max_zip_entries: d.max_zip_entries,
             max_xml_depth: d.max_xml_depth,
+            max_replies_per_sender: 60,
+            max_no_form_replies_per_sender: 5,
+            reply_window_secs: 3600,
         }
     }
 }
@@ -227,6 +239,24 @@ pub struct DaemonConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig { poll_interval_ms: 2000, batch_size: 32 }
+    }
+}
+
+/// How long personal data in raw mail is kept once it has served its purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days after filing before the raw message (and the settled Maildir copy and sent reply) of an
+    /// accepted, ignored or duplicate email is deleted. Rejected and quarantined mail waits for a staff
+    /// decision. 0 keeps everything.
+    pub raw_mail_days: u32,
+    /// How often the daemon runs the purge, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { raw_mail_days: 30, purge_interval_secs: 3600 }
     }
 }
 

@@ -78,7 +78,15 @@ pub async fn deliver_replies(p: &Pipeline) -> anyhow::Result<Drained> {
 /// when `once`).
 pub async fn run(p: &Pipeline, mut shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
     let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
+    let purge_every = Duration::from_secs(p.config.retention.purge_interval_secs.max(1));
+    let mut last_purge: Option<std::time::Instant> = None;
     while !shutdown.requested() {
+        if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
+            if let Err(e) = crate::retention::purge(&p.store, &p.config, crate::store::now_ms()).await {
+                tracing::error!(error = %e, "retention purge failed");
+            }
+            last_purge = Some(std::time::Instant::now());
+        }
         for mb in &p.config.mailboxes {
             match mb.kind {
                 MailboxKind::Maildir => match drain_maildir(p, &mb.name, &shutdown).await {

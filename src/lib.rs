@@ -20,6 +20,7 @@ pub mod problem;
 pub mod reference;
 pub mod registry;
 pub mod reply;
+pub mod retention;
 pub mod samples;
 pub mod store;
 pub mod validate;

@@ -32,6 +32,8 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
+    /// Delete raw mail past its retention period now (the daemon also does this on a schedule).
+    Purge,
     /// A working demonstration on embedded defaults: synthetic registry, blank forms, 50+ sample emails
     /// (valid ones and every common mistake) processed, and a table of what became of each.
     Demo {
@@ -265,6 +267,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.people.listed,
                 report.people.added,
                 report.people.removed
+            );
+        }
+        Command::Purge => {
+            let config = load_config(&cli)?;
+            let purged = runtime()?.block_on(async {
+                let store =
+                    postroom::store::Store::connect(&config.database.url, config.database.max_connections).await?;
+                postroom::retention::purge(&store, &config, postroom::store::now_ms()).await
+            })?;
+            println!(
+                "purged {} raw messages, {} sent replies, {} files older than {} days",
+                purged.raw_messages, purged.replies, purged.files, config.retention.raw_mail_days
             );
         }
         Command::Migrate => {

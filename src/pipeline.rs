@@ -356,6 +356,25 @@ impl Pipeline {
         } else {
             ReplyKind::Confirmation
         };
+        // Loop and flood protection: past the reply budget the email is still filed but not answered.
+        let since = received_at.timestamp_millis() - (self.config.limits.reply_window_secs as i64).saturating_mul(1000);
+        let limits = &self.config.limits;
+        let over_budget = self.store.replies_to_since(&sender, since, None).await?
+            >= i64::from(limits.max_replies_per_sender)
+            || (reply == ReplyKind::NoForm
+                && self.store.replies_to_since(&sender, since, Some(ReplyKind::NoForm.as_str())).await?
+                    >= i64::from(limits.max_no_form_replies_per_sender));
+        if over_budget {
+            tracing::warn!(ledger_id, "reply budget for this sender spent: quarantined, not answered");
+            return Ok(Decision {
+                status: "quarantined",
+                reason: Some("rate:flood".into()),
+                duplicate_of: None,
+                forms,
+                email_problems,
+                reply: None,
+            });
+        }
         Ok(Decision { status, reason: None, duplicate_of: None, forms, email_problems, reply: Some(reply) })
     }
 

@@ -85,6 +85,19 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Replies queued for `to` since `since` (ms), of `kind` or of any kind.
+    pub async fn replies_to_since(&self, to: &str, since: i64, kind: Option<&str>) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE to_address = $1 AND created_at >= $2 AND ($3 = '' OR kind = $3)",
+        )
+        .bind(to)
+        .bind(since)
+        .bind(kind.unwrap_or_default())
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Counts of outbox rows by status.
     pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status")

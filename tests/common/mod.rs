@@ -38,11 +38,22 @@ Oakfield Lodge,,3 Park Lane Leeds,LS1 4AQ,0113 496 0001,,Care home service,01/05
 Birchwood,,9 High Street York,YO1 7HH,01904 496000,,Care home service,01/03/2026,,Birchwood Care Ltd,York,Yorkshire and The Humber,,1-2000000001,1-202020202\r
 ";
 
+/// The directory as an earlier import listed it: Old Care Ltd and Oakfield Annexe have since gone, so they
+/// are deregistered (an old ID told apart from a mistyped one).
+pub fn earlier_directory_csv() -> String {
+    format!(
+        "{DIRECTORY_CSV}Oakfield Annexe,,5 Park Lane Leeds,LS1 4AR,0113 496 0003,,Care home service,01/05/2025,,Oakfield Care Ltd,Leeds,Yorkshire and The Humber,,1-1000210671,1-101641531\r\n\
+         Old Care,,1 Mill Road Hull,HU1 1AA,01482 496000,,Care home service,01/01/2024,,Old Care Ltd,Hull,Yorkshire and The Humber,,1-3000000001,1-303030303\r\n"
+    )
+}
+
 pub const PEOPLE_CSV: &str = "\
 person_id,name,role,email,phone,provider_id,location_id
 P1,Jane Smith,registered_manager,jane.smith@oakfield-care.example,0113 496 0000,1-101641531,1-1000210669
 P2,Tom Oak,nominated_individual,tom.oak@oakfield-care.example,0113 496 0002,1-101641531,
 P3,Ann Birch,registered_manager,ann.birch@birchwood.example,01904 496000,1-202020202,1-2000000001
+P4,Raj Patel,registered_manager,office@oakfield-care.example,0113 496 0004,1-101641531,1-1000210669
+P5,Mary Jones,registered_manager,office@oakfield-care.example,0113 496 0005,1-101641531,1-1000210670
 ";
 
 impl TestApp {
@@ -51,6 +62,14 @@ impl TestApp {
         let mut config = Config::from_toml("test", postroom::config::DEFAULT_TOML, []).unwrap();
         config.resolve_paths(Some(dir.path()));
         let pipeline = postroom::daemon::open(config).await.unwrap();
+        let earlier = earlier_directory_csv();
+        postroom::registry::import_bytes(
+            &pipeline.store,
+            Some(postroom::registry::CsvInput { name: "earlier.csv", bytes: earlier.as_bytes() }),
+            None,
+        )
+        .await
+        .unwrap();
         postroom::registry::import_bytes(
             &pipeline.store,
             Some(postroom::registry::CsvInput { name: "directory.csv", bytes: DIRECTORY_CSV.as_bytes() }),

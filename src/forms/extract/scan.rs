@@ -91,14 +91,17 @@ pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, Extr
                 s.depth += 1;
                 match s.open(&e, false) {
                     Open::Read => {}
-                    Open::Skip => {
-                        if walker.skip_content(e.name().into_inner()).is_none() {
-                            // No end tag to jump to: read through it, ignoring what is inside.
-                            s.enter(Mode::Skip, false);
-                        }
-                    }
+                    // A skipped element's end tag is consumed with it: no End event follows.
+                    Open::Skip => match walker.skip_content(e.name().into_inner()) {
+                        Some(_) => s.depth -= 1,
+                        // No end tag to jump to: read through it, ignoring what is inside.
+                        None => s.enter(Mode::Skip, false),
+                    },
                     Open::SdtPr => match walker.skip_content(e.name().into_inner()) {
-                        Some(fragment) => s.sdt_properties(fragment),
+                        Some(fragment) => {
+                            s.depth -= 1;
+                            s.sdt_properties(fragment);
+                        }
                         None => s.enter(Mode::SdtPr, false),
                     },
                 }
@@ -167,6 +170,8 @@ struct SdtFrame {
 #[derive(Debug, Default)]
 struct FieldFrame {
     name: Span,
+    /// The bookmark around the field: the only trace of its name once LibreOffice empties `w:name`.
+    bookmark: Span,
     kind: LegacyKind,
     checked: Option<bool>,
     default: Option<bool>,
@@ -191,6 +196,8 @@ struct Scanner {
     open_cells: Vec<usize>,
     sdts: Vec<SdtFrame>,
     open_fields: Vec<FieldFrame>,
+    /// The innermost visible bookmark open at this point (Word's hidden `_GoBack`-style ones ignored).
+    bookmark: Span,
 }
 
 /// Word's on/off values: absent means on.
@@ -293,6 +300,13 @@ impl Scanner {
             }
             "sdtPr" if !empty => return Open::SdtPr,
             "fldChar" => self.fld_char(e),
+            "bookmarkStart" => {
+                let name = attr(e, "name");
+                if name.as_deref().is_some_and(|n| !n.starts_with('_')) {
+                    self.bookmark = self.name_span(name.as_deref());
+                }
+            }
+            "bookmarkEnd" => self.bookmark = Span::default(),
             "ffData" => self.enter(Mode::FfData, empty),
             "pPr" | "rPr" | "tblPr" | "trPr" | "tcPr" | "sectPr" | "tblGrid" | "tblPrEx" | "sdtEndPr" | "Fallback"
             | "del" | "moveFrom" | "delText" | "delInstrText"
@@ -374,7 +388,7 @@ impl Scanner {
         match attr(e, "fldCharType").as_deref() {
             Some("begin") => {
                 self.in_ff_checkbox = false;
-                self.open_fields.push(FieldFrame::default());
+                self.open_fields.push(FieldFrame { bookmark: self.bookmark, ..FieldFrame::default() });
             }
             Some("separate") => {
                 let len = self.scan.text.len();
@@ -480,7 +494,8 @@ impl Scanner {
             _ => {}
         }
         let result = Span { start, end: self.scan.text.len() };
-        self.scan.fields.push(LegacyField { name: f.name, kind, result, checked });
+        let name = if f.name.end > f.name.start { f.name } else { f.bookmark };
+        self.scan.fields.push(LegacyField { name, kind, result, checked });
     }
 }
 

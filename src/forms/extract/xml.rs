@@ -40,55 +40,84 @@ pub(super) fn malformed(part: &str, detail: impl std::fmt::Display) -> ExtractEr
     ExtractError::MalformedXml { part: part.to_string(), detail: detail.to_string() }
 }
 
-/// A quick-xml reader over one part that counts depth itself (no recursion anywhere) and refuses
-/// nesting beyond the limit before the parser's own name stack can grow further.
+/// A quick-xml reader over one part that keeps the stack of open element names itself: it enforces the
+/// depth cap before anything grows (no recursion anywhere), checks that end tags match, and so lets
+/// [`skip_content`](Walker::skip_content) jump over whole elements, end tag included.
 pub(super) struct Walker<'a> {
     xml: &'a str,
     reader: Reader<&'a [u8]>,
     part: &'a str,
-    depth: usize,
+    /// Names of the open elements, end to end, and where each starts in it.
+    names: String,
+    starts: Vec<usize>,
     max_depth: usize,
     saw_root: bool,
 }
 
 impl<'a> Walker<'a> {
     pub fn new(xml: &'a str, part: &'a str, max_depth: usize) -> Walker<'a> {
-        Walker { xml, reader: Reader::from_str(xml), part, depth: 0, max_depth, saw_root: false }
+        let mut reader = Reader::from_str(xml);
+        // End names are checked here instead, against a stack that skipped elements never enter.
+        reader.config_mut().check_end_names = false;
+        Walker {
+            xml,
+            reader,
+            part,
+            names: String::with_capacity(256),
+            starts: Vec::with_capacity(32),
+            max_depth,
+            saw_root: false,
+        }
     }
 
-    /// Called right after the `Start` event of `qname`: moves the reader to that element's end tag
-    /// without tokenising what lies between. Property elements (`w:rPr`, `w:tcPr`, ...) are half of a
-    /// document's bytes and hold nothing the reader needs; skipping them halves the parse. The end tag
-    /// is still read as an event, so quick-xml's end-name check stays balanced. Returns the skipped text,
-    /// or `None` (having moved nothing) when no matching end tag is found, leaving quick-xml to report the
-    /// damage.
+    /// Called right after the `Start` event of `qname`: moves the reader past that element's end tag
+    /// without tokenising what lies between. Property elements (`w:rPr`, `w:tcPr`, `w:sdtPr`, ...) are
+    /// most of a document's bytes and events; skipping them roughly halves the parse. Returns the
+    /// skipped content, or `None` (having moved nothing) when no matching end tag is found, leaving
+    /// quick-xml to report the damage.
     pub fn skip_content(&mut self, qname: &str) -> Option<&'a str> {
         let remaining = self.reader.get_mut().len();
         let rest = self.xml.len().checked_sub(remaining).and_then(|at| self.xml.get(at..))?;
         let end = matching_end(rest, qname)?;
-        let (skipped, after) = (rest.get(..end)?, rest.get(end..)?);
+        let after_end = end + rest.get(end..)?.find('>')? + 1;
+        let (skipped, after) = (rest.get(..end)?, rest.get(after_end..)?);
         *self.reader.get_mut() = after.as_bytes();
+        if let Some(start) = self.starts.pop() {
+            self.names.truncate(start);
+        }
         Some(skipped)
     }
 
     pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
         let event = self.reader.read_event().map_err(|e| malformed(self.part, e))?;
         match &event {
-            Event::Start(_) => {
-                self.depth += 1;
+            Event::Start(e) => {
                 self.saw_root = true;
-                if self.depth > self.max_depth {
+                if self.starts.len() >= self.max_depth {
                     return Err(ExtractError::TooDeep { part: self.part.to_string(), limit: self.max_depth });
                 }
+                self.starts.push(self.names.len());
+                self.names.push_str(e.name().into_inner());
             }
             Event::Empty(_) => {
                 self.saw_root = true;
-                if self.depth + 1 > self.max_depth {
+                if self.starts.len() >= self.max_depth {
                     return Err(ExtractError::TooDeep { part: self.part.to_string(), limit: self.max_depth });
                 }
             }
-            Event::End(_) => self.depth = self.depth.saturating_sub(1),
-            Event::Eof if self.depth != 0 => return Err(malformed(self.part, "the part ends inside an element")),
+            Event::End(e) => {
+                let Some(start) = self.starts.pop() else {
+                    return Err(malformed(self.part, format!("`</{}>` closes no element", e.name().into_inner())));
+                };
+                if self.names.get(start..) != Some(e.name().into_inner()) {
+                    let open = self.names.get(start..).unwrap_or_default();
+                    return Err(malformed(self.part, format!("`</{}>` closes `<{open}>`", e.name().into_inner())));
+                }
+                self.names.truncate(start);
+            }
+            Event::Eof if !self.starts.is_empty() => {
+                return Err(malformed(self.part, "the part ends inside an element"));
+            }
             Event::Eof if !self.saw_root => return Err(malformed(self.part, "the part has no root element")),
             _ => {}
         }
@@ -104,7 +133,7 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         loop {
-            let lt = pos + text.get(pos..)?.find('<')?;
+            let lt = pos + bytes.get(pos..)?.iter().position(|b| *b == b'<')?;
             pos = lt + 1;
             let end_tag = bytes.get(pos) == Some(&b'/');
             let start = if end_tag { pos + 1 } else { pos };
@@ -121,17 +150,25 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
 /// Where the end tag closing an element named `qname` starts, given the text right after its start tag;
 /// nested elements of the same name are counted. One forward pass, so linear in the skipped bytes.
 fn matching_end(rest: &str, qname: &str) -> Option<usize> {
+    let bytes = rest.as_bytes();
+    let name = qname.as_bytes();
+    let boundary = |i: usize| matches!(bytes.get(i), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n'));
     let mut open = 1usize;
-    for (at, end_tag, name) in raw_tags(rest) {
-        if name != qname {
+    let mut next = 0;
+    while let Some(offset) = bytes.get(next..)?.iter().position(|b| *b == b'<') {
+        let lt = next + offset;
+        next = lt + 1;
+        let end_tag = bytes.get(next) == Some(&b'/');
+        let at = if end_tag { next + 1 } else { next };
+        if bytes.get(at..at + name.len()) != Some(name) || !boundary(at + name.len()) {
             continue;
         }
         if end_tag {
             open -= 1;
             if open == 0 {
-                return Some(at);
+                return Some(lt);
             }
-        } else if !self_closing(rest, at) {
+        } else if !self_closing(rest, lt) {
             open += 1;
         }
     }
@@ -140,7 +177,8 @@ fn matching_end(rest: &str, qname: &str) -> Option<usize> {
 
 /// Whether the tag starting at `at` ends with `/>`.
 fn self_closing(text: &str, at: usize) -> bool {
-    text.get(at..).and_then(|t| t.find('>')).is_some_and(|gt| text.as_bytes().get(at + gt - 1) == Some(&b'/'))
+    let gt = text.get(at..).and_then(|t| t.find('>')).map(|gt| at + gt);
+    gt.and_then(|gt| gt.checked_sub(1)).and_then(|i| text.as_bytes().get(i)) == Some(&b'/')
 }
 
 /// The local part of a qualified name (`w:tag` -> `tag`). A byte scan: names are short, and quick-xml's
@@ -341,6 +379,7 @@ mod tests {
         let rest = r#"<w:b/><w:rPrChange><w:rPr><w:i/></w:rPr></w:rPrChange><w:rPr/></w:rPr ><w:t>x</w:t>"#;
         let end = matching_end(rest, "w:rPr").unwrap();
         assert!(rest[end..].starts_with("</w:rPr ><w:t>"), "{}", &rest[end..]);
+        assert_eq!(matching_end("<w:rPr/></w:rPr>", "w:rPr"), Some(8));
         assert_eq!(matching_end("<w:rPr></w:rPrX>", "w:rPr"), None);
 
         let xml = "<a><w:rPr><w:t>hidden</w:t></w:rPr><w:t>shown</w:t></a>";
