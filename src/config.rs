@@ -225,6 +225,9 @@ impl Default for OutboxConfig {
 pub struct FormsConfig {
     /// A directory of `<id>/<version>.toml` definitions that add to or replace the built-in ones.
     pub dir: Option<PathBuf>,
+    /// A directory laid out like `templates/` (`reply/<kind>.{txt,html}.hbs`) whose files replace the
+    /// built-in reply templates.
+    pub templates_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,6 +352,7 @@ impl Config {
         }
         self.outbox.dir = abs(&self.outbox.dir);
         self.forms.dir = self.forms.dir.as_deref().map(abs);
+        self.forms.templates_dir = self.forms.templates_dir.as_deref().map(abs);
         if let Some(rest) = self.database.url.strip_prefix("sqlite://")
             && !rest.starts_with('/')
             && !rest.starts_with(':')

@@ -19,7 +19,7 @@ pub async fn open(config: Config) -> anyhow::Result<Pipeline> {
         Some(dir) => Catalog::with_overrides(dir)?,
         None => Catalog::embedded()?,
     };
-    let templates = Templates::load(None)?;
+    let templates = Templates::load(config.forms.templates_dir.as_deref())?;
     let store = Store::connect(&config.database.url, config.database.max_connections).await?;
     Ok(Pipeline::new(config, catalog, templates, store))
 }

@@ -93,6 +93,8 @@ struct FormResult {
     same_incident: Option<(i64, String)>,
     /// The sender may not notify at all, so no form of the email is accepted, however well filled.
     sender_refused: bool,
+    /// For a second part (a return): the first part it completes.
+    first_part: Option<(i64, String)>,
 }
 
 impl FormResult {
@@ -281,6 +283,7 @@ impl Pipeline {
                 resubmission_of: None,
                 same_incident: None,
                 sender_refused: false,
+                first_part: None,
             };
             match extract::extract(&attachment.bytes, &self.catalog, &self.config.limits.docx()) {
                 Err(e) => {
@@ -406,6 +409,22 @@ impl Pipeline {
                 form.resubmission_of = Some((s.id, s.reference));
             }
         }
+        if let (Some(first_form), Some(provider)) = (&def.part_of, provider) {
+            let quoted_first = checked
+                .text("first_part_reference")
+                .and_then(|r| Reference::parse(r, &self.config.reference.prefix).ok());
+            if let Some(r) = quoted_first
+                && let Some((s, p, f)) = self.store.find_by_reference(r.as_str()).await?
+                && f.as_deref() == Some(first_form.as_str())
+                && p.as_deref() == Some(provider)
+            {
+                form.first_part = Some((s.id, s.reference));
+            } else if let Some(person) = person_key(checked)
+                && let Some(s) = self.store.first_part(provider, first_form, &person).await?
+            {
+                form.first_part = Some((s.id, s.reference));
+            }
+        }
         if let (Some(location), Some(date)) = (checked.text("location_id"), checked.text("event_date"))
             && let Some(s) = self.store.same_incident(&def.id, location, date, checked.text("event_time")).await?
         {
@@ -454,6 +473,9 @@ impl Pipeline {
                 urgent: f.def.as_ref().is_some_and(|d| d.urgent),
                 resubmission_of: f.resubmission_of.as_ref().map(|(id, _)| *id),
                 same_incident_as: f.same_incident.as_ref().map(|(id, _)| *id),
+                person_key: checked.and_then(person_key),
+                first_part: f.first_part.as_ref().map(|(id, _)| *id),
+                receipt_delay_minutes: checked.and_then(|c| receipt_delay_minutes(c, received_at)),
             });
         }
         let mut problems = d.email_problems.clone();
@@ -504,6 +526,7 @@ impl Pipeline {
                 summary: summary(f),
                 problems: f.problems.iter().map(|p| problem_line(f.def.as_ref(), p)).collect(),
                 linked_to: f.resubmission_of.as_ref().map(|(_, r)| r.clone()),
+                first_part: f.first_part.as_ref().map(|(_, r)| r.clone()),
                 same_incident: f.same_incident.as_ref().map(|(_, r)| r.clone()),
             })
             .collect();
@@ -565,6 +588,25 @@ impl Pipeline {
             folder: Folder::for_status(d.status),
         }
     }
+}
+
+/// Who a notification is about, normalised: the provider's identifier for the person using the service,
+/// or the absent manager's name.
+fn person_key(checked: &Checked) -> Option<String> {
+    let raw = checked.text("person_identifier").or_else(|| checked.text("absent_person_name"))?;
+    let key = raw.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    (!key.is_empty()).then_some(key)
+}
+
+/// Minutes from the event (its date, and time when given, Europe/London) to receipt.
+fn receipt_delay_minutes(checked: &Checked, received_at: DateTime<Utc>) -> Option<i64> {
+    let date = chrono::NaiveDate::parse_from_str(checked.text("event_date")?, "%Y-%m-%d").ok()?;
+    let time = checked
+        .text("event_time")
+        .and_then(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M").ok())
+        .unwrap_or(chrono::NaiveTime::MIN);
+    let at = date.and_time(time).and_local_timezone(London).earliest()?;
+    Some((received_at - at.with_timezone(&Utc)).num_minutes())
 }
 
 /// Problems about who sent the email rather than what a form says.

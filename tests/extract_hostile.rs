@@ -411,29 +411,24 @@ fn every_embedded_form_still_reads_with_its_tags_and_properties_stripped() {
     }
 }
 
-/// The 0.2 ms budget (extraction plus validation) applies to an optimised build; run with
-/// `cargo test --release --test extract_hostile -- --ignored`.
+/// Prints the time per extraction of each current form, filled and rendered by Postroom. The 0.2 ms
+/// target (extraction plus validation) is for an optimised build on a quiet machine; the assertion is
+/// only a regression guard. Run with `cargo test --release --test extract_hostile -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing: meaningful only in a release build"]
-fn extracting_a_filled_rendered_form_takes_well_under_the_budget() {
+fn extraction_time_of_filled_rendered_forms() {
     let catalog = Catalog::embedded().unwrap();
     for def in catalog.current_forms() {
         let bytes = render(def, Some(&sample_values(def))).unwrap();
-        let rounds: u32 = std::env::var("EXTRACT_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2000);
+        let rounds = 2000;
         let start = Instant::now();
         for _ in 0..rounds {
             std::hint::black_box(extract(std::hint::black_box(&bytes), &catalog, &DocxLimits::default()).unwrap());
         }
         let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
         eprintln!("{:<28} {:>6} bytes  {micros:>7.1} µs per extraction", def.id, bytes.len());
-        for (i, p) in postroom::forms::extract::PHASES.iter().enumerate() {
-            eprintln!(
-                "  phase {i}: {:.1} µs",
-                p.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0 / f64::from(rounds)
-            );
-        }
         if !cfg!(debug_assertions) {
-            assert!(micros < 150.0, "{}: {micros:.1} µs", def.id);
+            assert!(micros < 400.0, "{}: {micros:.1} µs", def.id);
         }
     }
 }
@@ -643,6 +638,22 @@ fn a_zip_without_a_word_body_is_no_document() {
         main_type: MAIN_TYPE,
     };
     assert_eq!(code(&odt.bytes(), &DocxLimits::default()), "type:no_document");
+}
+
+#[test]
+fn pathological_text_stays_linear() {
+    // Long runs of the characters the fallbacks look for: colons (label lines), the stamp's prefix
+    // (identity), box marks (label cells). Each must be read in linear time.
+    let colons = ":".repeat(400_000);
+    let stamps = "Postroom form".repeat(40_000);
+    let marks = "\u{2612}X[x]".repeat(40_000);
+    let body = [p(&run(&colons)), p(&run(&stamps)), table(&[row("Types of abuse", None, &p(&run(&marks)))])].concat();
+    let docx = Docx::new().body(&body).title("Notification of death");
+    let start = Instant::now();
+    let f = read(&docx);
+    assert_eq!(f.identity_source, IdentitySource::Title);
+    assert!(f.get("abuse").is_none());
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
 }
 
 #[test]

@@ -682,33 +682,15 @@ async fn import_of_60000_locations_timing() {
     }
 }
 
-#[tokio::test]
-#[ignore]
-async fn zz_print_messages() {
-    let db = Db::sqlite().await;
-    let store = &db.store;
-    standard(store).await;
-    for (s, p, l) in [
-        ("stranger@x.example", OAKFIELD, WILLOWBANK),
-        (ALAN, OAKFIELD, BROOKSIDE_COURT),
-        (JANE, "1-505050506", OAKFIELD_HOUSE),
-        (JANE, OAKFIELD_HOUSE, OAKFIELD_HOUSE),
-        (MARGARET, ELMTREE, ELMTREE_HOUSE),
-        (JANE, OAKFIELD, "1-1000210699"),
-        (MARGARET, OAKFIELD, BROOKSIDE_COURT),
-        ("manager@hilltop-care.example", "1-404040404", "1-4000000001"),
-        (JANE, OAKFIELD, WILLOWBANK),
-        (JANE, "1-909090909", "1-9090909090"),
-    ] {
-        for p in check(store, s, p, l).await {
-            eprintln!(
-                "[{}] field={:?} value={:?}\n  message: {}\n  hint: {}\n",
-                p.code.as_str(),
-                p.field,
-                p.value,
-                p.message,
-                p.hint
-            );
+#[test]
+#[ignore = "prints a sample of the synthetic registry"]
+fn show_a_small_synthetic_registry() {
+    let s = synthetic::generate(1, 50, 120);
+    for text in [&s.care_directory, &s.earlier_care_directory, &s.people] {
+        for line in text.lines().take(12) {
+            println!("{line}");
         }
+        println!("...");
     }
+    println!("{:#?}", s.samples);
 }

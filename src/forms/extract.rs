@@ -111,14 +111,7 @@ pub fn extract(bytes: &[u8], catalog: &Catalog, limits: &DocxLimits) -> Result<E
         .unwrap_or(Err(ExtractError::Unreadable))
 }
 
-pub static PHASES: [std::sync::atomic::AtomicU64; 6] = [const { std::sync::atomic::AtomicU64::new(0) }; 6];
-fn lap(i: usize, t: &mut std::time::Instant) {
-    let now = std::time::Instant::now();
-    PHASES[i].fetch_add((now - *t).as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-    *t = now;
-}
 fn extract_unguarded(bytes: &[u8], catalog: &Catalog, limits: &DocxLimits) -> Result<ExtractedForm, ExtractError> {
-    let mut t = std::time::Instant::now();
     sniff(bytes)?;
     let mut pkg = container::Package::open(bytes, limits)?;
     let types = match pkg.read_text("[Content_Types].xml")? {
@@ -128,23 +121,18 @@ fn extract_unguarded(bytes: &[u8], catalog: &Catalog, limits: &DocxLimits) -> Re
     if types.macro_enabled {
         return Err(ExtractError::Macro);
     }
-    lap(0, &mut t);
     let main = types.main.filter(|m| pkg.has(m)).unwrap_or_else(|| "word/document.xml".to_string());
     let Some(body) = pkg.read_text(&main)? else {
         return Err(ExtractError::NoDocument { seen: pkg.describe_non_word() });
     };
-    lap(1, &mut t);
     let scan = scan::scan(&body, &main, limits.max_xml_depth)?;
-    lap(2, &mut t);
     drop(body);
     let declared = identity::resolve(&mut pkg, catalog, limits, &scan.text)?;
     let def = catalog
         .get(&declared.id, &declared.version)
         .or_else(|| catalog.current(&declared.id))
         .ok_or_else(|| ExtractError::UnknownForm { found: Some(declared.id.clone()) })?;
-    lap(3, &mut t);
     let values = mapping::values(&scan, def);
-    lap(4, &mut t);
     Ok(ExtractedForm { form_id: declared.id, version: declared.version, identity_source: declared.source, values })
 }
 

@@ -1,9 +1,9 @@
 //! Whether a form's sender may notify for the provider and location the form names, answered from the
 //! registry. A wrong provider or location ID is the commonest reason a notification is delayed, so each
-//! problem says exactly what is wrong and what the right value might be; but registration data beyond the
-//! public directory (a provider's list of locations, the sender's own roles) is told only to an address
-//! registered at that provider: the reply goes to the `From` address, so whoever reads it holds that
-//! address. An address held by several *different people* (a shared inbox) is refused with the regulator's
+//! problem says exactly what is wrong and what the right value might be; but registration data (a
+//! provider's list of locations, which provider a location belongs to, the sender's own roles) is told only
+//! to an address registered at that provider: the reply goes to the `From` address, so whoever reads it
+//! holds that address. An address held by several *different people* (a shared inbox) is refused with the regulator's
 //! wording and the names of the people who share it; one person holding several roles is not refused.
 
 use std::collections::BTreeMap;

@@ -27,7 +27,7 @@ mod people;
 /// At most this many bad rows are listed; the rest are counted.
 const MAX_LISTED_ERRORS: usize = 200;
 /// Rows per multi-row INSERT: well under both backends' limits on bound parameters (SQLite 32,766,
-/// PostgreSQL 65,535) with 12 parameters a row.
+/// PostgreSQL 65,535) at 11 parameters a row.
 const BATCH_ROWS: usize = 500;
 
 /// One CSV file to import: a name for messages and the import record, and its bytes.
@@ -244,6 +244,10 @@ async fn write(
             .fetch_one(&mut *tx)
             .await?
             .try_get("id")?;
+    if backend == Backend::Postgres {
+        // One import at a time: two interleaved would each mark the other's new rows deregistered.
+        sqlx::query("SELECT pg_advisory_xact_lock(7306001)").execute(&mut *tx).await?;
+    }
     let existing = Existing::load(&mut tx).await?;
     if let (Some(input), Some(rows)) = (people, &people_rows) {
         check_people_references(input.name, rows, dir.as_ref(), &existing, &mut errors);

@@ -512,8 +512,8 @@ impl Gen {
     fn location(&mut self, provider: usize) -> usize {
         let p = &self.providers[provider];
         let (kind, provider_town, nhs_code) = (p.kind, p.town, (p.kind == Kind::Nhs).then(|| p.id.clone()));
-        // Most services are in or near the provider's town; groups spread further.
-        let town = if p.locations.is_empty() || self.rng.chance(40) {
+        // Most services are in the provider's town (an NHS trust's always); groups spread further.
+        let town = if p.locations.is_empty() || kind == Kind::Nhs || self.rng.chance(40) {
             provider_town
         } else {
             self.rng.below(TOWNS.len() as u64) as usize
@@ -540,7 +540,10 @@ impl Gen {
             }
             Service::HomeCare => match self.rng.below(3) {
                 0 => format!("{} Home Care", t.name),
-                1 => format!("{} - {}", self.providers[provider].name.trim_end_matches(" Ltd"), t.name),
+                1 => {
+                    let provider_name = &self.providers[provider].name;
+                    format!("{} - {}", provider_name.trim_end_matches(" Ltd").trim_end_matches(" Limited"), t.name)
+                }
                 _ => format!("{}{} Homecare", self.rng.pick(PREFIXES), self.rng.pick(ENDINGS)),
             },
             Service::Gp => {
@@ -562,7 +565,7 @@ impl Gen {
         let postcode = format!(
             "{}{} {}{}{}",
             t.area,
-            1 + self.rng.below(28),
+            1 + self.rng.below(20),
             self.rng.below(10),
             self.rng.pick(POSTCODE_LETTERS),
             self.rng.pick(POSTCODE_LETTERS)

@@ -59,6 +59,8 @@ pub struct FormReply {
     pub linked_to: Option<String>,
     /// The reference of an earlier notification of the same incident.
     pub same_incident: Option<String>,
+    /// For a second part (a return): the reference of the first part it completes.
+    pub first_part: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -226,6 +228,7 @@ mod tests {
                 }],
                 linked_to: None,
                 same_incident: None,
+                first_part: None,
             }],
             email_problems: vec![],
             plural: false,
@@ -243,6 +246,24 @@ mod tests {
         assert!(c.text.contains("https://example.org/forms"));
         assert!(c.html.contains("death &amp; injury.docx"), "HTML must be escaped");
         assert!(c.html.contains("<strong>Date of death</strong>"));
+    }
+
+    #[test]
+    fn a_templates_directory_replaces_only_the_files_it_has() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("reply")).unwrap();
+        std::fs::write(
+            dir.path().join("reply/rejection.txt.hbs"),
+            "Local wording. {{#each forms}}{{reference}}{{/each}}",
+        )
+        .unwrap();
+        let t = Templates::load(Some(dir.path())).unwrap();
+        let c = t.compose(ReplyKind::Rejection, "s".into(), &data()).unwrap();
+        assert_eq!(c.text, "Local wording. N-7K3QX9M");
+        assert!(c.html.contains("<strong>Date of death</strong>"), "the HTML part stays built in");
+        std::fs::write(dir.path().join("reply/no_form.html.hbs"), "{{#if}}").unwrap();
+        let err = Templates::load(Some(dir.path())).err().unwrap().to_string();
+        assert!(err.contains("reply/no_form.html"), "a broken template is named at start-up: {err}");
     }
 
     #[test]

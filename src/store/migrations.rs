@@ -22,6 +22,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_registry.sql"),
         include_str!("../../migrations/postgres/0002_registry.sql"),
     ),
+    (
+        3,
+        "parts_and_delay",
+        include_str!("../../migrations/sqlite/0003_parts_and_delay.sql"),
+        include_str!("../../migrations/postgres/0003_parts_and_delay.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -88,6 +88,11 @@ pub struct NewSubmission {
     pub urgent: bool,
     pub resubmission_of: Option<i64>,
     pub same_incident_as: Option<i64>,
+    /// Who the notification is about, normalised (links a second part to its first).
+    pub person_key: Option<String>,
+    /// The first part this second part belongs to.
+    pub first_part: Option<i64>,
+    pub receipt_delay_minutes: Option<i64>,
 }
 
 /// The reply to queue with the filing.
@@ -243,8 +248,9 @@ impl Store {
             let row = sqlx::query(
                 "INSERT INTO submissions (message_id, form_index, reference, status, form_id, form_version, \
                  attachment_name, attachment_sha256, sender, provider_id, location_id, event_date, event_time, \
-                 values_json, urgent, resubmission_of, same_incident_as, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                 values_json, urgent, resubmission_of, same_incident_as, created_at, person_key, first_part, \
+                 receipt_delay_minutes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
                  ON CONFLICT (reference) DO NOTHING RETURNING id",
             )
             .bind(f.message)
@@ -265,6 +271,9 @@ impl Store {
             .bind(s.resubmission_of)
             .bind(s.same_incident_as)
             .bind(now)
+            .bind(&s.person_key)
+            .bind(s.first_part)
+            .bind(s.receipt_delay_minutes)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(row) = row else {
@@ -466,6 +475,25 @@ impl Store {
         .bind(location_id)
         .bind(event_date)
         .bind(event_time.unwrap_or_default())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| submission_ref(&r)).transpose()
+    }
+
+    /// The latest accepted first part (`form_id`) from this provider about this person.
+    pub async fn first_part(
+        &self,
+        provider_id: &str,
+        form_id: &str,
+        person_key: &str,
+    ) -> Result<Option<SubmissionRef>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, message_id, reference, status FROM submissions WHERE provider_id = $1 AND form_id = $2 \
+             AND person_key = $3 AND status = 'accepted' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(provider_id)
+        .bind(form_id)
+        .bind(person_key)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|r| submission_ref(&r)).transpose()

@@ -105,7 +105,11 @@ impl TestApp {
     }
 
     pub async fn process(&self, key: &str, raw: &[u8]) -> Outcome {
-        let mb = self.pipeline.config.mailboxes[0].clone();
+        self.process_in("notifications", key, raw).await
+    }
+
+    pub async fn process_in(&self, mailbox: &str, key: &str, raw: &[u8]) -> Outcome {
+        let mb = self.pipeline.config.mailbox(mailbox).unwrap().clone();
         self.pipeline.process(&mb, key, raw, chrono::Utc::now()).await.unwrap()
     }
 

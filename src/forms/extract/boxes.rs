@@ -71,6 +71,15 @@ fn bracket(rest: &str) -> Option<(bool, usize)> {
     None
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary.
+pub(super) fn truncate(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or(text)
+}
+
 /// The state of one box from its visible content: a single mark, else unknown.
 pub(super) fn single_state(text: &str) -> Option<bool> {
     let mut marks = segments(text).into_iter().filter_map(|(m, _)| m);
@@ -113,7 +122,8 @@ fn match_choice_with(text: &str, choices: &[Choice], allow_prefix: bool) -> Opti
 /// mark before its label is ticked; without any, text naming a choice (a typed answer or a drop-down's
 /// shown text) counts.
 pub(super) fn ticked(text: &str, choices: &[Choice]) -> Vec<usize> {
-    let segs = segments(text);
+    // A box field's answer is a few lines; a cell of megabytes is read no further than this.
+    let segs = segments(truncate(text, 16 * 1024));
     let marked = segs.iter().any(|(m, _)| m.is_some());
     let mut found = Vec::new();
     for (mark, seg) in segs {

@@ -20,7 +20,9 @@ pub(super) fn find_stamp(text: &str) -> Option<(String, String)> {
     const PREFIX: &str = "postroom form";
     // ASCII lowercasing keeps byte offsets, so positions found in `lower` index `text` too.
     let lower = text.to_ascii_lowercase();
-    lower.match_indices(PREFIX).find_map(|(at, _)| parse_stamp_tail(text.get(at + PREFIX.len()..)?))
+    // The tail is read no further than a stamp can reach, so text stuffed with the prefix stays linear.
+    let tail = |at: usize| text.get(at + PREFIX.len()..).map(|rest| super::boxes::truncate(rest, 160));
+    lower.match_indices(PREFIX).find_map(|(at, _)| parse_stamp_tail(tail(at)?))
 }
 
 /// `<id> version <version>` after the prefix.

@@ -227,9 +227,12 @@ fn read_label_cells(scan: &Scan, slots: &mut [Slot<'_>]) {
 
 fn read_label_lines(scan: &Scan, slots: &mut [Slot<'_>]) {
     let labels = missing_labels(slots);
+    // A label ends at one of the first few colons, within a label's length: bounding both keeps a line
+    // of ten thousand colons from costing ten thousand normalisations of an ever longer prefix.
+    let reach = labels.iter().map(|(l, _)| l.len()).max().unwrap_or(0) * 2 + 16;
     for line in &scan.lines {
         let text = scan.text_of(*line);
-        for (at, _) in text.match_indices(':') {
+        for (at, _) in text.match_indices(':').take(8).take_while(|(at, _)| *at <= reach) {
             let (Some(left), Some(right)) = (text.get(..at), text.get(at + 1..)) else { continue };
             let n = normalise_label(left);
             let Some(slot) = labels.iter().find(|(l, _)| *l == n).and_then(|(_, i)| slots.get_mut(*i)) else {

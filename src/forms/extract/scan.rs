@@ -83,8 +83,16 @@ impl Scan {
 /// Reads one WordprocessingML part.
 pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, ExtractError> {
     let mut walker = Walker::new(xml, part, max_depth);
-    let mut s =
-        Scanner { scan: Scan { text: String::with_capacity(xml.len() / 8), ..Scan::default() }, ..Scanner::default() };
+    // Sized for a filled form, so the pass rarely reallocates.
+    let scan = Scan {
+        text: String::with_capacity(xml.len() / 4),
+        names: String::with_capacity(2048),
+        controls: Vec::with_capacity(128),
+        cells: Vec::with_capacity(128),
+        lines: Vec::with_capacity(32),
+        ..Scan::default()
+    };
+    let mut s = Scanner { scan, ..Scanner::default() };
     loop {
         match walker.next()? {
             Event::Start(e) => {

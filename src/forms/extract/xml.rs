@@ -133,7 +133,7 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         loop {
-            let lt = pos + bytes.get(pos..)?.iter().position(|b| *b == b'<')?;
+            let lt = pos + find_lt(bytes.get(pos..)?)?;
             pos = lt + 1;
             let end_tag = bytes.get(pos) == Some(&b'/');
             let start = if end_tag { pos + 1 } else { pos };
@@ -155,12 +155,13 @@ fn matching_end(rest: &str, qname: &str) -> Option<usize> {
     let boundary = |i: usize| matches!(bytes.get(i), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n'));
     let mut open = 1usize;
     let mut next = 0;
-    while let Some(offset) = bytes.get(next..)?.iter().position(|b| *b == b'<') {
+    while let Some(offset) = find_lt(bytes.get(next..)?) {
         let lt = next + offset;
         next = lt + 1;
         let end_tag = bytes.get(next) == Some(&b'/');
         let at = if end_tag { next + 1 } else { next };
-        if bytes.get(at..at + name.len()) != Some(name) || !boundary(at + name.len()) {
+        // The cheap byte test first: most tags in a block have names of other lengths.
+        if !boundary(at + name.len()) || bytes.get(at..at + name.len()) != Some(name) {
             continue;
         }
         if end_tag {
@@ -173,6 +174,28 @@ fn matching_end(rest: &str, qname: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// The first `<` in `hay`, eight bytes at a time (SWAR): skipping is a search for tags, and a
+/// byte-by-byte loop was most of its cost.
+fn find_lt(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const PATTERN: u64 = ONES * b'<' as u64;
+    let mut chunks = hay.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ PATTERN;
+        // The lowest flagged byte is the first zero byte of `x`, i.e. the first `<`.
+        let found = x.wrapping_sub(ONES) & !x & HIGHS;
+        if found != 0 {
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks.remainder().iter().position(|b| *b == b'<').map(|i| offset + i)
 }
 
 /// Whether the tag starting at `at` ends with `/>`.
@@ -394,6 +417,17 @@ mod tests {
             }
         }
         assert_eq!(texts, ["shown"]);
+    }
+
+    #[test]
+    fn find_lt_agrees_with_a_plain_search() {
+        let text = "abcdefgh<ijklmnopqrstu<vwxyz\u{e9}\u{3c}<<";
+        for start in 0..text.len() {
+            let hay = &text.as_bytes()[start..];
+            assert_eq!(find_lt(hay), hay.iter().position(|b| *b == b'<'), "from {start}");
+        }
+        assert_eq!(find_lt(b"\xbc\xbc\xbc\xbc\xbc\xbc\xbc\xbc\x3d<"), Some(9));
+        assert_eq!(find_lt(b""), None);
     }
 
     #[test]

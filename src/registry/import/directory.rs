@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use super::super::rows::{self, Record};
 use super::{CsvInput, Errors, ImportError};
 use crate::ids::{LocationId, ProviderId};
+use crate::registry::rows::{self, Record};
 
 /// The columns the importer reads, each with the header names it answers to (after [`header_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

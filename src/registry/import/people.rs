@@ -5,11 +5,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::super::Role;
-use super::super::rows::{self, Record};
 use super::directory::Directory;
 use super::{CsvInput, Errors, Existing, ImportError};
 use crate::ids::{EmailAddress, LocationId, ProviderId};
+use crate::registry::Role;
+use crate::registry::rows::{self, Record};
 
 const PEOPLE_COLUMNS: [&str; 7] = ["person_id", "name", "role", "email", "phone", "provider_id", "location_id"];
 
