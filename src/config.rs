@@ -34,6 +34,9 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Absent: replies are written to `outbox.dir`.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
 }
 
 impl Default for Config {
@@ -49,6 +52,7 @@ impl Default for Config {
             forms: FormsConfig::default(),
             daemon: DaemonConfig::default(),
             retention: RetentionConfig::default(),
+            smtp: None,
         }
     }
 }
@@ -98,6 +102,167 @@ pub struct MailboxConfig {
     /// Maildir: the directory (Maildir++ folders `.Processed`, `.Rejected`, `.Quarantine` inside it).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// IMAP: the server and account (required when `kind = "imap"`).
+    #[serde(default)]
+    pub imap: Option<ImapConfig>,
+}
+
+/// How a connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain, then STARTTLS before authenticating (IMAP 143, submission 587).
+    Starttls,
+    /// No TLS at all: refused unless the host is a loopback address.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImapAuth {
+    Login,
+    Xoauth2,
+}
+
+/// Where an OAuth2 access token comes from (XOAUTH2). Exactly one of these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuth2Config {
+    /// A file holding the current access token (refreshed by something else).
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding the token.
+    pub token_env: Option<String>,
+    /// A command printing a fresh token on stdout.
+    pub token_command: Option<String>,
+}
+
+/// Settle folders on the IMAP server; created if missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FoldersConfig {
+    pub processed: String,
+    pub rejected: String,
+    pub quarantine: String,
+}
+
+impl Default for FoldersConfig {
+    fn default() -> Self {
+        FoldersConfig { processed: "Processed".into(), rejected: "Rejected".into(), quarantine: "Quarantine".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: String,
+    /// The password (LOGIN); prefer `password_file` outside tests.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_imap_auth")]
+    pub auth: ImapAuth,
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
+    /// Extra CA certificate (PEM) to trust, for a server with a private certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The folder mail arrives in.
+    #[serde(default = "default_inbox")]
+    pub inbox: String,
+    #[serde(default)]
+    pub folders: FoldersConfig,
+    /// Use IDLE when the server offers it; polling stays as the safety net.
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    /// Poll interval, and the longest IDLE wait before looking anyway (ms).
+    #[serde(default = "default_imap_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// IDLE is re-issued before this many seconds (servers drop it at 30 minutes).
+    #[serde(default = "default_idle_renew_secs")]
+    pub idle_renew_secs: u64,
+    /// Any command not answered within this is a dead connection (ms).
+    #[serde(default = "default_command_timeout_ms")]
+    pub command_timeout_ms: u64,
+    /// Messages fetched per round trip.
+    #[serde(default = "default_fetch_batch")]
+    pub fetch_batch: usize,
+    /// Reconnect backoff: first delay and cap (ms); jitter is added.
+    #[serde(default = "default_backoff_min_ms")]
+    pub backoff_min_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_imap_auth() -> ImapAuth {
+    ImapAuth::Login
+}
+fn default_inbox() -> String {
+    "INBOX".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_imap_poll_ms() -> u64 {
+    30_000
+}
+fn default_idle_renew_secs() -> u64 {
+    25 * 60
+}
+fn default_command_timeout_ms() -> u64 {
+    60_000
+}
+fn default_fetch_batch() -> usize {
+    50
+}
+fn default_backoff_min_ms() -> u64 {
+    1_000
+}
+fn default_backoff_max_ms() -> u64 {
+    300_000
+}
+
+/// The SMTP server replies leave through. Without an `[smtp]` section replies are written to the outbox
+/// directory instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) to trust.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds before a silent server counts as down.
+    #[serde(default = "default_smtp_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Transient failures before a reply is given up as failed.
+    #[serde(default = "default_smtp_attempts")]
+    pub max_attempts: i64,
+    /// First retry delay (ms); doubles per attempt, capped at an hour.
+    #[serde(default = "default_smtp_retry_ms")]
+    pub retry_base_ms: i64,
+}
+
+fn default_smtp_timeout_secs() -> u64 {
+    30
+}
+fn default_smtp_attempts() -> i64 {
+    10
+}
+fn default_smtp_retry_ms() -> i64 {
+    30_000
 }
 
 fn default_mailboxes() -> Vec<MailboxConfig> {
@@ -107,12 +272,14 @@ fn default_mailboxes() -> Vec<MailboxConfig> {
             address: "notifications@postroom.localhost".into(),
             kind: MailboxKind::Maildir,
             path: Some(PathBuf::from("var/mail/notifications")),
+            imap: None,
         },
         MailboxConfig {
             name: "mental_health".into(),
             address: "mental-health-notifications@postroom.localhost".into(),
             kind: MailboxKind::Maildir,
             path: Some(PathBuf::from("var/mail/mental_health")),
+            imap: None,
         },
     ]
 }
@@ -330,6 +497,26 @@ impl Config {
             if m.kind == MailboxKind::Maildir && m.path.is_none() {
                 return Err(format!("mailbox `{}` is a maildir but has no `path`", m.name));
             }
+            if let (MailboxKind::Imap, None) = (m.kind, &m.imap) {
+                return Err(format!("mailbox `{}` is imap but has no [mailboxes.imap] table", m.name));
+            }
+            if let Some(imap) = &m.imap {
+                if imap.tls == TlsMode::None && !is_loopback(&imap.host) {
+                    return Err(format!("mailbox `{}`: tls = \"none\" is allowed only for a loopback host", m.name));
+                }
+                if imap.auth == ImapAuth::Xoauth2 && imap.oauth2.is_none() {
+                    return Err(format!(
+                        "mailbox `{}`: auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table",
+                        m.name
+                    ));
+                }
+            }
+        }
+        if let Some(smtp) = &self.smtp
+            && smtp.tls == TlsMode::None
+            && !is_loopback(&smtp.host)
+        {
+            return Err("smtp: tls = \"none\" is allowed only for a loopback host".into());
         }
         if self.reference.prefix.is_empty() || !self.reference.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err("reference.prefix must be letters and digits, like N or TESTN".into());
@@ -364,6 +551,11 @@ impl Config {
     pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
         self.mailboxes.iter().find(|m| m.name == name)
     }
+}
+
+/// Whether `host` is this machine (plain connections are allowed only there).
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn apply_override(table: &mut toml::Table, keys: &[String], raw: &str) -> Result<(), String> {
@@ -458,6 +650,20 @@ mod tests {
         assert!(err.contains("POSTROOM_MAILBOXES__X") && err.contains("index"), "{err}");
         let err = Config::from_toml("t", "[reference]\nprefix = \"N-\"\n", []).unwrap_err().to_string();
         assert!(err.contains("reference.prefix"), "{err}");
+    }
+
+    #[test]
+    fn the_production_example_parses_and_plain_text_is_refused_off_loopback() {
+        let text = include_str!("../config/production.example.toml");
+        let c = Config::from_toml("production.example.toml", text, []).unwrap();
+        let imap = c.mailboxes[0].imap.as_ref().unwrap();
+        assert_eq!((imap.tls, imap.auth), (TlsMode::Implicit, ImapAuth::Xoauth2));
+        assert_eq!(c.smtp.as_ref().unwrap().tls, TlsMode::Starttls);
+        let plain = text.replacen("tls = \"implicit\"", "tls = \"none\"", 1);
+        let err = Config::from_toml("p", &plain, []).unwrap_err().to_string();
+        assert!(err.contains("loopback"), "{err}");
+        let plain_local = plain.replacen("outlook.office365.com", "127.0.0.1", 1);
+        assert!(Config::from_toml("p", &plain_local, []).is_ok());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::forms::Catalog;
 use crate::mailbox::Maildir;
 use crate::pipeline::{Outcome, Pipeline};
 use crate::reply::Templates;
-use crate::reply::outbox::{self, Drained, FileTransport};
+use crate::reply::outbox::{self, Drained, Sender};
 use crate::store::Store;
 
 /// Builds the pipeline from configuration: forms, templates, database (migrated).
@@ -68,16 +68,26 @@ pub async fn drain_maildir(
     Ok(outcomes)
 }
 
-/// Sends (writes) every due reply.
+/// Sends every due reply through the configured sender (SMTP, or the outbox directory).
 pub async fn deliver_replies(p: &Pipeline) -> anyhow::Result<Drained> {
-    let transport = FileTransport { dir: p.config.outbox.dir.clone() };
-    Ok(outbox::drain(&p.store, &transport, 10).await?)
+    let sender = Sender::from_config(&p.config)?;
+    deliver_with(p, &sender).await
+}
+
+/// Sends every due reply through `sender` (the daemon keeps one, so SMTP connections are reused).
+pub async fn deliver_with(p: &Pipeline, sender: &Sender) -> anyhow::Result<Drained> {
+    let (attempts, base) = match &p.config.smtp {
+        Some(s) => (s.max_attempts, s.retry_base_ms),
+        None => (10, 30_000),
+    };
+    Ok(outbox::drain(&p.store, sender, attempts, base).await?)
 }
 
 /// The daemon: every mailbox, then the outbox, every poll interval, until shutdown (or after one round
 /// when `once`).
 pub async fn run(p: &Pipeline, mut shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
     let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
+    let sender = Sender::from_config(&p.config)?;
     let purge_every = Duration::from_secs(p.config.retention.purge_interval_secs.max(1));
     let mut last_purge: Option<std::time::Instant> = None;
     while !shutdown.requested() {
@@ -102,7 +112,7 @@ pub async fn run(p: &Pipeline, mut shutdown: Shutdown, once: bool) -> anyhow::Re
                 }
             }
         }
-        if let Err(e) = deliver_replies(p).await {
+        if let Err(e) = deliver_with(p, &sender).await {
             tracing::error!(error = %e, "outbox failed");
         }
         if once {

@@ -177,6 +177,38 @@ impl Pipeline {
         Err(StoreError::ReferenceTaken("three draws in a row".into()).into())
     }
 
+    /// Records a message that could not be fetched (over the size limit, or refused by the server) so it
+    /// is quarantined once, seen by staff, and never retried on every poll.
+    pub async fn record_unfetchable(
+        &self,
+        mailbox: &MailboxConfig,
+        source_key: &str,
+        size: u64,
+        reason: &str,
+        received_at: DateTime<Utc>,
+    ) -> Result<Outcome, PipelineError> {
+        let recorded = self
+            .store
+            .record(Inbound {
+                mailbox: &mailbox.name,
+                source_key,
+                raw: &[],
+                received_at: received_at.timestamp_millis(),
+            })
+            .await?;
+        let id = match recorded {
+            Recorded::Filed { id, status } => return self.already_filed(id, &status, &[]).await,
+            Recorded::New { id, .. } | Recorded::Unfinished { id, .. } => id,
+        };
+        let decision = Decision::without_reply("quarantined", reason);
+        let filing =
+            Filing { message: id, status: "quarantined".into(), reason: Some(reason.to_string()), ..Filing::default() };
+        self.store.file(&filing).await?;
+        self.store.set_size(id, size).await?;
+        tracing::warn!(ledger_id = id, size, reason, "message not fetched: quarantined");
+        Ok(self.outcome(id, None, &decision, &filing))
+    }
+
     async fn already_filed(&self, id: i64, status: &str, raw: &[u8]) -> Result<Outcome, PipelineError> {
         let header_id =
             crate::message::parse(raw, &self.config.limits.message()).ok().and_then(|m| m.envelope.message_id.clone());

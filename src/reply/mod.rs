@@ -3,6 +3,7 @@
 //! Message-ID is fixed by (message, kind), so a repeated send is recognisable as the same reply.
 
 pub mod outbox;
+pub mod smtp;
 
 use std::path::Path;
 

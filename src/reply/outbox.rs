@@ -63,8 +63,38 @@ pub struct Drained {
     pub failed: usize,
 }
 
-/// Sends every due reply once. Gives up on a reply after `max_attempts` transient failures.
-pub async fn drain<T: Transport>(store: &Store, transport: &T, max_attempts: i64) -> Result<Drained, StoreError> {
+/// Where replies go, chosen by configuration: SMTP when `[smtp]` is set, else the outbox directory.
+pub enum Sender {
+    File(FileTransport),
+    Smtp(super::smtp::SmtpTransport),
+}
+
+impl Sender {
+    pub fn from_config(config: &crate::config::Config) -> Result<Sender, super::smtp::SmtpSetupError> {
+        Ok(match &config.smtp {
+            Some(smtp) => Sender::Smtp(super::smtp::SmtpTransport::new(smtp, config)?),
+            None => Sender::File(FileTransport { dir: config.outbox.dir.clone() }),
+        })
+    }
+}
+
+impl Transport for Sender {
+    async fn send(&self, reply: &DueReply) -> Result<(), SendError> {
+        match self {
+            Sender::File(t) => t.send(reply).await,
+            Sender::Smtp(t) => t.send(reply).await,
+        }
+    }
+}
+
+/// Sends every due reply once. Gives up on a reply after `max_attempts` transient failures; the first
+/// retry waits `retry_base_ms`, doubling each time.
+pub async fn drain<T: Transport>(
+    store: &Store,
+    transport: &T,
+    max_attempts: i64,
+    retry_base_ms: i64,
+) -> Result<Drained, StoreError> {
     let mut done = Drained::default();
     loop {
         let due = store.due_replies(100).await?;
@@ -84,7 +114,7 @@ pub async fn drain<T: Transport>(store: &Store, transport: &T, max_attempts: i64
                         SendError::Transient(m) => (m, reply.attempts + 1 >= max_attempts),
                     };
                     tracing::warn!(outbox_id = reply.id, kind = %reply.kind, permanent, %error, "reply not sent");
-                    let retry_at = now_ms() + backoff_ms(reply.attempts, 30_000);
+                    let retry_at = now_ms() + backoff_ms(reply.attempts, retry_base_ms);
                     store.mark_reply_failed(reply.id, &ReplyFailure { error, permanent, retry_at }).await?;
                     if permanent { done.failed += 1 } else { done.retrying += 1 }
                 }

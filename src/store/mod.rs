@@ -342,6 +342,16 @@ impl Store {
         Ok(())
     }
 
+    /// Records the size the server reported for a message that was never fetched.
+    pub async fn set_size(&self, message: i64, size: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE messages SET size_bytes = $1 WHERE id = $2")
+            .bind(i64::try_from(size).unwrap_or(i64::MAX))
+            .bind(message)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn message_status(&self, message: i64) -> Result<Option<String>, StoreError> {
         let row =
             sqlx::query("SELECT status FROM messages WHERE id = $1").bind(message).fetch_optional(&self.pool).await?;

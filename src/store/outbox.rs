@@ -9,6 +9,8 @@ use super::{Store, StoreError, now_ms};
 pub struct DueReply {
     pub id: i64,
     pub message_id: i64,
+    /// The mailbox the answered message came in to; the reply leaves from its address.
+    pub mailbox: String,
     pub kind: String,
     pub to: String,
     pub mail_message_id: String,
@@ -29,8 +31,9 @@ impl Store {
     /// Replies whose time has come, oldest first.
     pub async fn due_replies(&self, limit: i64) -> Result<Vec<DueReply>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, message_id, kind, to_address, mail_message_id, eml, attempts FROM outbox \
-             WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2",
+            "SELECT o.id, o.message_id, m.mailbox, o.kind, o.to_address, o.mail_message_id, o.eml, o.attempts \
+             FROM outbox o JOIN messages m ON m.id = o.message_id \
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 ORDER BY o.id LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
@@ -41,6 +44,7 @@ impl Store {
                 Ok(DueReply {
                     id: r.try_get("id")?,
                     message_id: r.try_get("message_id")?,
+                    mailbox: r.try_get("mailbox")?,
                     kind: r.try_get("kind")?,
                     to: r.try_get("to_address")?,
                     mail_message_id: r.try_get("mail_message_id")?,

@@ -1,9 +1,11 @@
 //! A small .docx builder for the reader's tests, and the layouts it writes: Postroom's own (tagged, as
-//! docs/form-layout.md renders it) and the same form after LibreOffice (shared notes/word-files.md).
+//! docs/form-layout.md renders it) and the same form after LibreOffice (shared notes/word-files.md);
+//! plus sample values for round trips through the real renderer.
 
-use std::io::{Cursor, Write};
+use std::collections::BTreeMap;
+use std::io::{Cursor, Read, Write};
 
-use postroom::forms::{ExtractedForm, Value, ValueSource};
+use postroom::forms::{ExtractedForm, FieldKind, FormDef, Value, ValueSource};
 
 pub const NS: &str = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main" xmlns:w14="http://schemas.microsoft.com/office/word/2010/wordml" xmlns:mc="http://schemas.openxmlformats.org/markup-compatibility/2006""#;
 pub const MAIN_TYPE: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml";
@@ -267,4 +269,71 @@ pub fn ole(stream: &str) -> Vec<u8> {
 
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A value for every field, of the kind the renderer takes; text carries characters XML must escape.
+pub fn sample_values(def: &FormDef) -> BTreeMap<String, Value> {
+    let text = |t: &str| Value::Text(t.to_string());
+    let keys = |f: &postroom::forms::FieldDef, pick: &[usize]| {
+        let choices = f.effective_choices();
+        let mut keys: Vec<String> = pick.iter().filter_map(|i| choices.get(*i)).map(|c| c.key.clone()).collect();
+        keys.dedup();
+        Value::Choices(keys)
+    };
+    def.fields()
+        .map(|f| {
+            let last = f.effective_choices().len().saturating_sub(1);
+            let value = match f.kind {
+                FieldKind::Text => text(&format!("{} & <\"answer\">", f.label)),
+                FieldKind::LongText => text("Found at 06:10 & called 999.\n\tCPR started.\nGP informed"),
+                FieldKind::Date => text("03/04/2026"),
+                FieldKind::Time => text("14:30"),
+                FieldKind::ProviderId => text("1-101641531"),
+                FieldKind::LocationId => text("1-1000210669"),
+                FieldKind::Email => text("rm@care.example"),
+                FieldKind::Phone => text("0113 496 0000"),
+                FieldKind::Number => text("12"),
+                FieldKind::YesNo => keys(f, &[1]),
+                FieldKind::Choice => keys(f, &[last]),
+                FieldKind::MultiChoice => keys(f, &[0, last]),
+            };
+            (f.key.clone(), value)
+        })
+        .collect()
+}
+
+pub fn values_of(f: &ExtractedForm) -> BTreeMap<String, Value> {
+    f.values.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect()
+}
+
+/// The expected values as text comes back: a tab reads as a space.
+pub fn as_read(values: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+    values
+        .iter()
+        .map(|(k, v)| match v {
+            Value::Text(t) => (k.clone(), Value::Text(t.replace("\n\t", "\n"))),
+            other => (k.clone(), other.clone()),
+        })
+        .collect()
+}
+
+/// Rewrites a rendered .docx the way LibreOffice leaves it: no `w:tag`, no custom properties.
+pub fn strip_tags_and_properties(bytes: &[u8]) -> Vec<u8> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut docx = Docx { parts: Vec::new(), main_type: MAIN_TYPE };
+    for i in 0..zip.len() {
+        let mut file = zip.by_index(i).unwrap();
+        let name = file.name().unwrap().to_string();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        if name == "docProps/custom.xml" || name == "[Content_Types].xml" {
+            continue;
+        }
+        while let Some(at) = text.find("<w:tag ") {
+            let end = at + text[at..].find("/>").unwrap() + 2;
+            text.replace_range(at..end, "");
+        }
+        docx = docx.part(&name, &text);
+    }
+    docx.bytes()
 }

@@ -441,8 +441,8 @@ impl Scanner {
         self.scan.cells.push(Cell { row, span: Span { start: start.min(end), end } });
     }
 
-    /// Ends a content control: a checkbox with a known state is rewritten as one canonical glyph (only
-    /// when run-level: a block-level box keeps its paragraphs), and a tagged control is recorded.
+    /// Ends a content control: a run-level checkbox with a known state shows the canonical glyph for it,
+    /// and a tagged control is recorded.
     fn close_sdt(&mut self) {
         let Some(f) = self.sdts.pop() else { return };
         let text = &mut self.scan.text;
@@ -456,8 +456,19 @@ impl Scanner {
             if let Some(state) = checked
                 && !content.contains('\n')
             {
-                text.truncate(start);
-                text.push(if state { TICKED } else { UNTICKED });
+                // Replace the glyph shown (it may be stale), keeping any text beside it in the control.
+                let glyph_at = content.char_indices().find(|(_, c)| glyph(*c).is_some());
+                let canonical = if state { TICKED } else { UNTICKED };
+                match glyph_at {
+                    Some((i, c)) => {
+                        text.replace_range(start + i..start + i + c.len_utf8(), canonical.encode_utf8(&mut [0; 4]))
+                    }
+                    None if content.trim().chars().count() <= 1 => {
+                        text.truncate(start);
+                        text.push(canonical);
+                    }
+                    None => {}
+                }
             }
         }
         if f.tag.end > f.tag.start {
@@ -539,6 +550,17 @@ mod tests {
         assert_eq!(s.controls[0].checked, Some(true), "a valueless w14:checked is checked");
         assert_eq!(s.controls[1].checked, Some(false));
         assert_eq!(s.text, "\u{2612} Yes\u{2610} No\n", "glyphs follow w14:checked, not the stale glyph");
+    }
+
+    #[test]
+    fn a_checkbox_keeps_text_beside_its_glyph() {
+        let s = doc(
+            r#"<w:p><w:sdt><w:sdtPr><w:tag w:val="a=b"/><w14:checkbox><w14:checked w14:val="1"/></w14:checkbox></w:sdtPr>
+            <w:sdtContent><w:r><w:t xml:space="preserve">&#9744; Yes</w:t></w:r></w:sdtContent></w:sdt>
+            <w:sdt><w:sdtPr><w14:checkbox><w14:checked/></w14:checkbox></w:sdtPr><w:sdtContent><w:r><w:t>X</w:t></w:r></w:sdtContent></w:sdt></w:p>"#,
+        );
+        assert_eq!(s.text, "\u{2612} Yes\u{2612}\n");
+        assert_eq!(s.controls.len(), 1);
     }
 
     #[test]
