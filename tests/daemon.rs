@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use sqlx::Row;
 const BIN: &str = env!("CARGO_BIN_EXE_postroom");
 
 /// Three providers' emails (a valid form, a rejected form, no form) delivered into the workspace's Maildir.
-async fn workspace_with_mail() -> tempfile::TempDir {
+async fn workspace_with_mail() -> common::TestApp {
     let app = common::TestApp::start().await;
     let inbox = Maildir::open(&app.dir.path().join("var/mail/notifications")).unwrap();
     let good = app.form("death", |_| {});
@@ -24,21 +23,24 @@ async fn workspace_with_mail() -> tempfile::TempDir {
     inbox.deliver(&app.email("d1@x.example", "one", vec![Attached::docx("a.docx", good)])).unwrap();
     inbox.deliver(&app.email("d2@x.example", "two", vec![Attached::docx("b.docx", bad)])).unwrap();
     inbox.deliver(&app.email("d3@x.example", "three", vec![])).unwrap();
-    app.dir
+    app
 }
 
-fn postroom(workspace: &Path, failpoint: Option<&str>, args: &[&str]) -> std::process::Output {
+fn postroom(app: &common::TestApp, failpoint: Option<&str>, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("--workspace").arg(workspace).args(args).env("POSTROOM_LOG", "warn");
+    cmd.arg("--workspace")
+        .arg(app.dir.path())
+        .args(args)
+        .env("POSTROOM_LOG", "warn")
+        .env("POSTROOM_DATABASE__URL", &app.pipeline.config.database.url);
     if let Some(f) = failpoint {
         cmd.env("POSTROOM_FAILPOINT", f);
     }
     cmd.output().unwrap()
 }
 
-async fn ledger_facts(workspace: &Path) -> (i64, i64, i64, i64, i64) {
-    let url = format!("sqlite://{}/var/postroom.db", workspace.display());
-    let store = postroom::store::Store::connect(&url, 1).await.unwrap();
+async fn ledger_facts(app: &common::TestApp) -> (i64, i64, i64, i64, i64) {
+    let store = app.pipeline.store.clone();
     let one = |sql: &'static str| {
         let store = store.clone();
         async move { sqlx::query(sql).fetch_one(store.pool()).await.unwrap().get::<i64, _>(0) }
@@ -56,44 +58,47 @@ async fn ledger_facts(workspace: &Path) -> (i64, i64, i64, i64, i64) {
 #[tokio::test]
 async fn killed_at_any_failpoint_then_restarted_files_each_message_once_with_one_reply() {
     for failpoint in ["after_record", "after_commit", "before_reply_sent"] {
-        let ws = workspace_with_mail().await;
-        let crashed = postroom(ws.path(), Some(failpoint), &["run", "--once"]);
+        let app = workspace_with_mail().await;
+        let ws = app.dir.path();
+        let crashed = postroom(&app, Some(failpoint), &["run", "--once"]);
         assert!(!crashed.status.success(), "{failpoint}: the failpoint did not fire");
         let stderr = String::from_utf8_lossy(&crashed.stderr);
         assert!(stderr.contains(&format!("failpoint {failpoint}")), "{failpoint}: {stderr}");
 
-        let restarted = postroom(ws.path(), None, &["run", "--once"]);
+        let restarted = postroom(&app, None, &["run", "--once"]);
         assert!(restarted.status.success(), "{failpoint}: {}", String::from_utf8_lossy(&restarted.stderr));
 
-        let (messages, submissions, outbox, settled, doubled) = ledger_facts(ws.path()).await;
+        let (messages, submissions, outbox, settled, doubled) = ledger_facts(&app).await;
         assert_eq!(messages, 3, "{failpoint}: one ledger row per message");
         assert_eq!(submissions, 2, "{failpoint}: one submission per form (the third email had none)");
         assert_eq!(outbox, 3, "{failpoint}: one reply per email");
         assert_eq!(settled, 3, "{failpoint}: every message settled");
         assert_eq!(doubled, 0, "{failpoint}: no message answered twice");
-        let inbox = Maildir::open(&ws.path().join("var/mail/notifications")).unwrap();
+        let inbox = Maildir::open(&ws.join("var/mail/notifications")).unwrap();
         assert!(inbox.waiting().unwrap().is_empty(), "{failpoint}: inbox drained");
         let counts = inbox.counts().unwrap();
         assert_eq!(counts[1..], [("Processed".into(), 1), ("Rejected".into(), 2), ("Quarantine".into(), 0)]);
         // A reply written before the crash is written again under the same name: never two files.
-        let replies = std::fs::read_dir(ws.path().join("var/outbox")).unwrap().count();
+        let replies = std::fs::read_dir(ws.join("var/outbox")).unwrap().count();
         assert_eq!(replies, 3, "{failpoint}: one reply file per email");
     }
 }
 
 #[tokio::test]
 async fn ctrl_c_lets_the_daemon_finish_and_exit_cleanly() {
-    let ws = workspace_with_mail().await;
+    let app = workspace_with_mail().await;
+    let ws = app.dir.path();
     let child = Command::new(BIN)
         .arg("--workspace")
-        .arg(ws.path())
+        .arg(ws)
         .arg("run")
+        .env("POSTROOM_DATABASE__URL", &app.pipeline.config.database.url)
         .env("POSTROOM_DAEMON__POLL_INTERVAL_MS", "50")
         .env("POSTROOM_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let inbox = Maildir::open(&ws.path().join("var/mail/notifications")).unwrap();
+    let inbox = Maildir::open(&ws.join("var/mail/notifications")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !inbox.waiting().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -112,6 +117,6 @@ async fn ctrl_c_lets_the_daemon_finish_and_exit_cleanly() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("shut down cleanly"), "{log}");
-    let (messages, _, outbox, settled, _) = ledger_facts(ws.path()).await;
+    let (messages, _, outbox, settled, _) = ledger_facts(&app).await;
     assert_eq!((messages, outbox, settled), (4, 4, 4));
 }

@@ -528,6 +528,18 @@ impl Store {
     }
 }
 
+/// Creates database `name` on the PostgreSQL server at `admin_url` (for `postroom migrate` on a new server
+/// and for tests). `name` must be a plain identifier.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<(), StoreError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
+        return Err(StoreError::BadUrl(format!("database name `{name}`: use lower-case letters, digits and _")));
+    }
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(admin_url).await?;
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+    Ok(())
+}
+
 fn submission_ref(r: &sqlx::any::AnyRow) -> Result<SubmissionRef, StoreError> {
     Ok(SubmissionRef {
         id: r.try_get("id")?,

@@ -56,11 +56,28 @@ P4,Raj Patel,registered_manager,office@oakfield-care.example,0113 496 0004,1-101
 P5,Mary Jones,registered_manager,office@oakfield-care.example,0113 496 0005,1-101641531,1-1000210670
 ";
 
+/// The database for one test: a SQLite file in the workspace, or, with `POSTROOM_TEST_BACKEND=postgres`, a
+/// throwaway database on the server named by `POSTROOM_TEST_PG` (scripts/test drops `postroom_t_*` after).
+pub async fn test_database_url(dir: &std::path::Path) -> String {
+    if std::env::var("POSTROOM_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return format!("sqlite://{}/var/postroom.db", dir.display());
+    }
+    let admin =
+        std::env::var("POSTROOM_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).unwrap();
+    let name = format!("postroom_t_{}", hex::encode(bytes));
+    postroom::store::create_database(&admin, &name).await.unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
 impl TestApp {
     pub async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::from_toml("test", postroom::config::DEFAULT_TOML, []).unwrap();
         config.resolve_paths(Some(dir.path()));
+        config.database.url = test_database_url(dir.path()).await;
         let pipeline = postroom::daemon::open(config).await.unwrap();
         let earlier = earlier_directory_csv();
         postroom::registry::import_bytes(
