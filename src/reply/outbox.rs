@@ -96,11 +96,11 @@ pub async fn drain<T: Transport>(
     retry_base_ms: i64,
 ) -> Result<Drained, StoreError> {
     let mut done = Drained::default();
+    let mut after = 0;
     loop {
-        let due = store.due_replies(100).await?;
-        if due.is_empty() {
-            return Ok(done);
-        }
+        let due = store.due_replies(after, 100).await?;
+        let Some(last) = due.last() else { return Ok(done) };
+        after = last.id;
         for reply in &due {
             match transport.send(reply).await {
                 Ok(()) => {
@@ -120,6 +120,5 @@ pub async fn drain<T: Transport>(
                 }
             }
         }
-        // Rows just retried are not due again until their backoff passes, so the loop ends.
     }
 }

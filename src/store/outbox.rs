@@ -28,15 +28,17 @@ pub struct ReplyFailure {
 }
 
 impl Store {
-    /// Replies whose time has come, oldest first.
-    pub async fn due_replies(&self, limit: i64) -> Result<Vec<DueReply>, StoreError> {
+    /// Replies whose time has come, oldest first, with ids above `after` (a pass's cursor, so one pass
+    /// tries each reply at most once however short its backoff).
+    pub async fn due_replies(&self, after: i64, limit: i64) -> Result<Vec<DueReply>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.message_id, m.mailbox, o.kind, o.to_address, o.mail_message_id, o.eml, o.attempts \
              FROM outbox o JOIN messages m ON m.id = o.message_id \
-             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 ORDER BY o.id LIMIT $2",
+             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.id > $3 ORDER BY o.id LIMIT $2",
         )
         .bind(now_ms())
         .bind(limit)
+        .bind(after)
         .fetch_all(self.pool())
         .await?;
         rows.iter()

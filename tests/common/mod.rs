@@ -2,6 +2,8 @@
 //! and builds providers' emails from the real form definitions.
 #![allow(dead_code)]
 
+pub mod mail;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
