@@ -328,3 +328,30 @@ async fn registry_problems_reach_the_reply_and_an_outsider_learns_nothing_about_
         .unwrap();
     assert_eq!(status, "rejected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() {
+    let app = TestApp::start().await;
+    for i in 0..40 {
+        let raw = app.email_from(&format!("sender{i}@elsewhere.example"), &format!("two{i}@x"), "hello", vec![]);
+        assert_eq!(app.process(&format!("k{i}"), &raw).await.reply.as_deref(), Some("no_form"));
+    }
+    let a = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-a") };
+    let b = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-b") };
+    let store = &app.pipeline.store;
+    let (da, db) = tokio::join!(
+        postroom::reply::outbox::drain(store, &a, 3, 1000),
+        postroom::reply::outbox::drain(store, &b, 3, 1000)
+    );
+    let (da, db) = (da.unwrap(), db.unwrap());
+    assert_eq!(da.sent + db.sent, 40, "a: {da:?}, b: {db:?}");
+    let names = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let (na, nb) = (names(&a.dir), names(&b.dir));
+    assert_eq!(na.len() + nb.len(), 40);
+    assert!(na.is_disjoint(&nb), "a reply was sent by both senders");
+    assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 40)]);
+}

@@ -49,6 +49,10 @@ impl Transport for FileTransport {
     }
 }
 
+/// How long a claimed reply is left to its sender before others may take it (longer than any SMTP
+/// timeout in a pass of 50).
+const CLAIM_LEASE_MS: i64 = 10 * 60 * 1000;
+
 /// Backoff before attempt `attempts + 1`: 30 s doubling, capped at an hour.
 pub fn backoff_ms(attempts: i64, base_ms: i64) -> i64 {
     let factor = 1i64 << attempts.clamp(0, 12);
@@ -98,7 +102,7 @@ pub async fn drain<T: Transport>(
     let mut done = Drained::default();
     let mut after = 0;
     loop {
-        let due = store.due_replies(after, 100).await?;
+        let due = store.claim_replies(after, 50, CLAIM_LEASE_MS).await?;
         let Some(last) = due.last() else { return Ok(done) };
         after = last.id;
         for reply in &due {

@@ -28,33 +28,47 @@ pub struct ReplyFailure {
 }
 
 impl Store {
-    /// Replies whose time has come, oldest first, with ids above `after` (a pass's cursor, so one pass
-    /// tries each reply at most once however short its backoff).
-    pub async fn due_replies(&self, after: i64, limit: i64) -> Result<Vec<DueReply>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.id, o.message_id, m.mailbox, o.kind, o.to_address, o.mail_message_id, o.eml, o.attempts \
-             FROM outbox o JOIN messages m ON m.id = o.message_id \
-             WHERE o.status = 'pending' AND o.next_attempt_at <= $1 AND o.id > $3 ORDER BY o.id LIMIT $2",
-        )
-        .bind(now_ms())
-        .bind(limit)
-        .bind(after)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueReply {
-                    id: r.try_get("id")?,
-                    message_id: r.try_get("message_id")?,
-                    mailbox: r.try_get("mailbox")?,
-                    kind: r.try_get("kind")?,
-                    to: r.try_get("to_address")?,
-                    mail_message_id: r.try_get("mail_message_id")?,
-                    eml: r.try_get("eml")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+    /// Claims up to `limit` replies whose time has come (ids above `after`, a pass's cursor, so one pass
+    /// tries each reply at most once), oldest first. A claim moves the reply's next attempt `lease_ms`
+    /// ahead, so another sender does not take it meanwhile and a sender that dies mid-send leaves it to
+    /// come due again. On PostgreSQL rows locked by a concurrent claim are skipped, not waited for.
+    pub async fn claim_replies(&self, after: i64, limit: i64, lease_ms: i64) -> Result<Vec<DueReply>, StoreError> {
+        let now = now_ms();
+        let skip_locked = if self.backend() == super::Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let claim = format!(
+            "UPDATE outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' \
+             AND next_attempt_at <= $2 AND id > $3 ORDER BY id LIMIT $4{skip_locked}) RETURNING id"
+        );
+        let claimed = sqlx::query(sqlx::AssertSqlSafe(claim))
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        let mut replies = Vec::with_capacity(claimed.len());
+        for row in claimed {
+            let id: i64 = row.try_get("id")?;
+            let r = sqlx::query(
+                "SELECT o.id, o.message_id, m.mailbox, o.kind, o.to_address, o.mail_message_id, o.eml, o.attempts \
+                 FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.id = $1",
+            )
+            .bind(id)
+            .fetch_one(self.pool())
+            .await?;
+            replies.push(DueReply {
+                id,
+                message_id: r.try_get("message_id")?,
+                mailbox: r.try_get("mailbox")?,
+                kind: r.try_get("kind")?,
+                to: r.try_get("to_address")?,
+                mail_message_id: r.try_get("mail_message_id")?,
+                eml: r.try_get("eml")?,
+                attempts: r.try_get("attempts")?,
+            });
+        }
+        replies.sort_by_key(|r| r.id);
+        Ok(replies)
     }
 
     pub async fn mark_reply_sent(&self, id: i64) -> Result<(), StoreError> {
