@@ -215,7 +215,8 @@ fn default_idle_renew_secs() -> u64 {
     25 * 60
 }
 fn default_command_timeout_ms() -> u64 {
-    60_000
+    // With the 30 s poll/IDLE wait, a dead connection is noticed within a minute.
+    25_000
 }
 fn default_fetch_batch() -> usize {
     50
@@ -379,11 +380,14 @@ impl Default for ReferenceConfig {
 pub struct OutboxConfig {
     /// With no SMTP server configured, replies are written here, one .eml each.
     pub dir: PathBuf,
+    /// How long a sender holds the replies it claimed; a sender that dies leaves them to come due again
+    /// after this. Longer than one pass of sends can take.
+    pub claim_lease_secs: u64,
 }
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        OutboxConfig { dir: PathBuf::from("var/outbox") }
+        OutboxConfig { dir: PathBuf::from("var/outbox"), claim_lease_secs: 120 }
     }
 }
 

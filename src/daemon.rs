@@ -1,11 +1,11 @@
 //! The daemon's loops: drain each mailbox (file, then settle), drain the outbox, sleep, repeat until
 //! shutdown. A shutdown request lets the message in hand finish; nothing is left half-filed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::{Config, MailboxKind};
+use crate::config::{Config, MailboxConfig, MailboxKind};
 use crate::forms::Catalog;
 use crate::mailbox::Maildir;
 use crate::pipeline::{Outcome, Pipeline};
@@ -76,50 +76,68 @@ pub async fn deliver_replies(p: &Pipeline) -> anyhow::Result<Drained> {
 
 /// Sends every due reply through `sender` (the daemon keeps one, so SMTP connections are reused).
 pub async fn deliver_with(p: &Pipeline, sender: &Sender) -> anyhow::Result<Drained> {
-    let (attempts, base) = match &p.config.smtp {
-        Some(s) => (s.max_attempts, s.retry_base_ms),
-        None => (10, 30_000),
-    };
-    Ok(outbox::drain(&p.store, sender, attempts, base).await?)
+    Ok(outbox::drain(&p.store, sender, &outbox::RetryPolicy::from_config(&p.config)).await?)
 }
 
-/// The daemon: every mailbox, then the outbox, every poll interval, until shutdown (or after one round
-/// when `once`).
-pub async fn run(p: &Pipeline, mut shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
-    let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
+/// The daemon: each IMAP mailbox in its own loop (IDLE or polling, its own reconnects), and every poll
+/// interval the Maildir mailboxes, the outbox and (on its schedule) the retention purge, until shutdown.
+/// With `once`, one pass over everything, then return.
+pub async fn run(p: &Pipeline, shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
     let sender = Sender::from_config(&p.config)?;
-    let purge_every = Duration::from_secs(p.config.retention.purge_interval_secs.max(1));
-    let mut last_purge: Option<std::time::Instant> = None;
-    while !shutdown.requested() {
-        if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
-            if let Err(e) = crate::retention::purge(&p.store, &p.config, crate::store::now_ms()).await {
-                tracing::error!(error = %e, "retention purge failed");
-            }
-            last_purge = Some(std::time::Instant::now());
-        }
-        for mb in &p.config.mailboxes {
-            match mb.kind {
-                MailboxKind::Maildir => match drain_maildir(p, &mb.name, &shutdown).await {
-                    Ok(outcomes) if !outcomes.is_empty() => {
-                        tracing::info!(mailbox = %mb.name, messages = outcomes.len(), "mailbox drained")
-                    }
-                    Ok(_) => {}
-                    // One failing mailbox never stops the others; it is tried again next round.
-                    Err(e) => tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed"),
-                },
-                MailboxKind::Imap => {
-                    tracing::error!(mailbox = %mb.name, "IMAP mailboxes are not supported by this build yet")
-                }
+    let imap: Vec<&MailboxConfig> = p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Imap).collect();
+    if once {
+        for mb in &imap {
+            if let Err(e) = crate::mailbox::imap::drain_once(p, mb, &shutdown).await {
+                tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed");
             }
         }
-        if let Err(e) = deliver_with(p, &sender).await {
-            tracing::error!(error = %e, "outbox failed");
-        }
-        if once {
-            break;
-        }
-        shutdown.sleep(interval).await;
+        local_round(p, &sender, &shutdown, &mut None).await;
+        tracing::info!("one pass done");
+        return Ok(());
     }
+    // One failing mailbox never stops the others: each loop logs, backs off and reconnects by itself.
+    let imap_loops = futures_util::future::join_all(imap.iter().map(|mb| {
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(e) = crate::mailbox::imap::run_mailbox(p, mb, shutdown).await {
+                tracing::error!(mailbox = %mb.name, error = %e, "mailbox stopped");
+            }
+        }
+    }));
+    let local = async {
+        let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
+        let mut shutdown = shutdown.clone();
+        let mut last_purge = None;
+        while !shutdown.requested() {
+            local_round(p, &sender, &shutdown, &mut last_purge).await;
+            shutdown.sleep(interval).await;
+        }
+    };
+    tokio::join!(imap_loops, local);
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// One round of the work that is not an IMAP loop: retention purge when due, Maildir mailboxes, outbox.
+async fn local_round(p: &Pipeline, sender: &Sender, shutdown: &Shutdown, last_purge: &mut Option<Instant>) {
+    let purge_every = Duration::from_secs(p.config.retention.purge_interval_secs.max(1));
+    if last_purge.is_none_or(|t| t.elapsed() >= purge_every) {
+        if let Err(e) = crate::retention::purge(&p.store, &p.config, crate::store::now_ms()).await {
+            tracing::error!(error = %e, "retention purge failed");
+        }
+        *last_purge = Some(Instant::now());
+    }
+    for mb in p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Maildir) {
+        match drain_maildir(p, &mb.name, shutdown).await {
+            Ok(outcomes) if !outcomes.is_empty() => {
+                tracing::info!(mailbox = %mb.name, messages = outcomes.len(), "mailbox drained")
+            }
+            Ok(_) => {}
+            // One failing mailbox never stops the others; it is tried again next round.
+            Err(e) => tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed"),
+        }
+    }
+    if let Err(e) = deliver_with(p, sender).await {
+        tracing::error!(error = %e, "outbox failed");
+    }
 }

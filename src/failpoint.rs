@@ -1,7 +1,8 @@
 //! Crash-test hooks: `POSTROOM_FAILPOINT=<name>` aborts the process at that point, the way a power cut
 //! or SIGKILL would, so tests can prove that a restart files each message exactly once.
 //! Names: `after_record` (raw stored, nothing filed), `after_commit` (filed, not settled),
-//! `before_reply_sent` (reply written, not marked sent).
+//! `imap_before_settle` (an IMAP batch filed, not yet moved), `before_reply_sent` (reply written, not
+//! marked sent).
 
 use std::sync::OnceLock;
 

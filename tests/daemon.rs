@@ -32,7 +32,8 @@ fn postroom(app: &common::TestApp, failpoint: Option<&str>, args: &[&str]) -> st
         .arg(app.dir.path())
         .args(args)
         .env("POSTROOM_LOG", "warn")
-        .env("POSTROOM_DATABASE__URL", &app.pipeline.config.database.url);
+        .env("POSTROOM_DATABASE__URL", &app.pipeline.config.database.url)
+        .env("POSTROOM_OUTBOX__CLAIM_LEASE_SECS", "1");
     if let Some(f) = failpoint {
         cmd.env("POSTROOM_FAILPOINT", f);
     }
@@ -65,6 +66,8 @@ async fn killed_at_any_failpoint_then_restarted_files_each_message_once_with_one
         let stderr = String::from_utf8_lossy(&crashed.stderr);
         assert!(stderr.contains(&format!("failpoint {failpoint}")), "{failpoint}: {stderr}");
 
+        // Replies the dead process had claimed come due again when its lease (1 s here) ends.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
         let restarted = postroom(&app, None, &["run", "--once"]);
         assert!(restarted.status.success(), "{failpoint}: {}", String::from_utf8_lossy(&restarted.stderr));
 

@@ -339,9 +339,10 @@ async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() 
     let a = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-a") };
     let b = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-b") };
     let store = &app.pipeline.store;
+    let policy = postroom::reply::outbox::RetryPolicy { max_attempts: 3, retry_base_ms: 1000, lease_ms: 60_000 };
     let (da, db) = tokio::join!(
-        postroom::reply::outbox::drain(store, &a, 3, 1000),
-        postroom::reply::outbox::drain(store, &b, 3, 1000)
+        postroom::reply::outbox::drain(store, &a, &policy),
+        postroom::reply::outbox::drain(store, &b, &policy)
     );
     let (da, db) = (da.unwrap(), db.unwrap());
     assert_eq!(da.sent + db.sent, 40, "a: {da:?}, b: {db:?}");

@@ -49,9 +49,8 @@ impl Transport for FileTransport {
     }
 }
 
-/// How long a claimed reply is left to its sender before others may take it (longer than any SMTP
-/// timeout in a pass of 50).
-const CLAIM_LEASE_MS: i64 = 10 * 60 * 1000;
+/// Replies claimed at a time: small, so a claim's lease outlasts the sends it covers.
+const CLAIM_BATCH: i64 = 10;
 
 /// Backoff before attempt `attempts + 1`: 30 s doubling, capped at an hour.
 pub fn backoff_ms(attempts: i64, base_ms: i64) -> i64 {
@@ -65,6 +64,28 @@ pub struct Drained {
     pub sent: usize,
     pub retrying: usize,
     pub failed: usize,
+}
+
+/// How the outbox retries and leases, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Transient failures before a reply is given up as failed.
+    pub max_attempts: i64,
+    /// First retry delay; doubles per attempt, capped at an hour.
+    pub retry_base_ms: i64,
+    /// How long a claim holds a reply (see `outbox.claim_lease_secs`).
+    pub lease_ms: i64,
+}
+
+impl RetryPolicy {
+    pub fn from_config(config: &crate::config::Config) -> RetryPolicy {
+        let (max_attempts, retry_base_ms) = match &config.smtp {
+            Some(s) => (s.max_attempts, s.retry_base_ms),
+            None => (10, 30_000),
+        };
+        let lease_ms = i64::try_from(config.outbox.claim_lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        RetryPolicy { max_attempts, retry_base_ms, lease_ms }
+    }
 }
 
 /// Where replies go, chosen by configuration: SMTP when `[smtp]` is set, else the outbox directory.
@@ -93,16 +114,11 @@ impl Transport for Sender {
 
 /// Sends every due reply once. Gives up on a reply after `max_attempts` transient failures; the first
 /// retry waits `retry_base_ms`, doubling each time.
-pub async fn drain<T: Transport>(
-    store: &Store,
-    transport: &T,
-    max_attempts: i64,
-    retry_base_ms: i64,
-) -> Result<Drained, StoreError> {
+pub async fn drain<T: Transport>(store: &Store, transport: &T, policy: &RetryPolicy) -> Result<Drained, StoreError> {
     let mut done = Drained::default();
     let mut after = 0;
     loop {
-        let due = store.claim_replies(after, 50, CLAIM_LEASE_MS).await?;
+        let due = store.claim_replies(after, CLAIM_BATCH, policy.lease_ms).await?;
         let Some(last) = due.last() else { return Ok(done) };
         after = last.id;
         for reply in &due {
@@ -115,10 +131,10 @@ pub async fn drain<T: Transport>(
                 Err(e) => {
                     let (error, permanent) = match e {
                         SendError::Permanent(m) => (m, true),
-                        SendError::Transient(m) => (m, reply.attempts + 1 >= max_attempts),
+                        SendError::Transient(m) => (m, reply.attempts + 1 >= policy.max_attempts),
                     };
                     tracing::warn!(outbox_id = reply.id, kind = %reply.kind, permanent, %error, "reply not sent");
-                    let retry_at = now_ms() + backoff_ms(reply.attempts, retry_base_ms);
+                    let retry_at = now_ms() + backoff_ms(reply.attempts, policy.retry_base_ms);
                     store.mark_reply_failed(reply.id, &ReplyFailure { error, permanent, retry_at }).await?;
                     if permanent { done.failed += 1 } else { done.retrying += 1 }
                 }

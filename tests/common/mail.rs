@@ -239,3 +239,29 @@ pub fn split_messages(response: &[u8]) -> Vec<String> {
     }
     out
 }
+
+/// A delivered message made readable: its headers unfolded and decoded, and its text/plain body decoded.
+pub struct Readable {
+    pub headers: Vec<(String, String)>,
+    pub text: String,
+}
+
+impl Readable {
+    pub fn parse(raw: &str) -> Readable {
+        let mail = mailparse::parse_mail(raw.as_bytes()).expect("a parseable message");
+        let headers = mail.headers.iter().map(|h| (h.get_key(), h.get_value())).collect();
+        let mut text = String::new();
+        let mut stack = vec![&mail];
+        while let Some(part) = stack.pop() {
+            if part.ctype.mimetype == "text/plain" && text.is_empty() {
+                text = part.get_body().unwrap_or_default();
+            }
+            stack.extend(part.subparts.iter().rev());
+        }
+        Readable { headers, text }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}

@@ -1,0 +1,353 @@
+//! The per-mailbox loop: connect, make the folders, select the inbox, then file and settle whatever waits,
+//! wait for a change (IDLE or poll), and again, until shutdown. Any IMAP failure drops the session and the
+//! loop reconnects after an exponential, jittered backoff.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::session::{ImapSession, Pending};
+use super::{ImapError, connect};
+use crate::config::{FoldersConfig, ImapConfig, MailboxConfig};
+use crate::daemon::Shutdown;
+use crate::pipeline::{Folder, Pipeline};
+
+/// Isolated fetch attempts after which a message the server will not hand over is quarantined unfetched.
+pub const MAX_FETCH_ATTEMPTS: u32 = 3;
+
+/// The ledger key of a message in an IMAP inbox. A new UIDVALIDITY gives every message a new key; the
+/// ledger's duplicate detection (Message-ID, sender and form hashes) still recognises mail filed before.
+pub fn source_key(uidvalidity: u32, uid: u32) -> String {
+    format!("{uidvalidity}:{uid}")
+}
+
+/// Reconnect delays: doubling from `min` up to `max`, each with up to half again of random jitter (never
+/// past `max`), so many mailboxes of one failed server do not reconnect in step.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(min_ms: u64, max_ms: u64) -> Backoff {
+        let min = Duration::from_millis(min_ms.max(1));
+        Backoff { min, max: Duration::from_millis(max_ms).max(min), failures: 0 }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.min.saturating_mul(1u32 << self.failures.min(20)).min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        let half = u64::try_from(base.as_millis() / 2).unwrap_or(u64::MAX);
+        let jitter = if half == 0 { 0 } else { random_u64() % (half + 1) };
+        (base + Duration::from_millis(jitter)).min(self.max)
+    }
+
+    /// After a good session: start from `min` again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| u64::from(Utc::now().timestamp_subsec_nanos()))
+}
+
+/// What the loop remembers across sessions of one mailbox.
+struct State {
+    backoff: Backoff,
+    uidvalidity: Option<u32>,
+    /// Failed fetch attempts per UID (of the current UIDVALIDITY).
+    fetch_failures: HashMap<u32, u32>,
+}
+
+impl State {
+    fn new(cfg: &ImapConfig) -> State {
+        State {
+            backoff: Backoff::new(cfg.backoff_min_ms, cfg.backoff_max_ms),
+            uidvalidity: None,
+            fetch_failures: HashMap::new(),
+        }
+    }
+}
+
+/// Reads one IMAP mailbox until shutdown: files every message in its inbox through `p` and settles it into
+/// the folder its outcome names. Errors are logged with the mailbox's name and retried; this returns only
+/// on shutdown (or at once, with an error, if `mailbox` is not an IMAP mailbox). Run one per mailbox, each
+/// in its own task, so one failing mailbox never stops the others.
+#[tracing::instrument(skip_all, fields(mailbox = %mailbox.name))]
+pub async fn run_mailbox(p: &Pipeline, mailbox: &MailboxConfig, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let Some(cfg) = mailbox.imap.as_ref() else {
+        anyhow::bail!("mailbox `{}` has no [mailboxes.imap] table, so it cannot be read over IMAP", mailbox.name)
+    };
+    let mut state = State::new(cfg);
+    while !shutdown.requested() {
+        if let Err(e) = session(p, mailbox, cfg, &mut state, &mut shutdown).await {
+            let delay = state.backoff.next_delay();
+            let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            match &e {
+                ImapError::Auth { .. } | ImapError::Config { .. } => tracing::error!(
+                    mailbox = %mailbox.name, error = %e, retry_in_ms,
+                    "IMAP MAILBOX NOT BEING READ: cannot log in; fix the configuration or credentials"
+                ),
+                _ => {
+                    tracing::error!(mailbox = %mailbox.name, error = %e, retry_in_ms, "IMAP mailbox failed; reconnecting")
+                }
+            }
+            shutdown.sleep(delay).await;
+        }
+    }
+    tracing::info!(mailbox = %mailbox.name, "IMAP mailbox stopped");
+    Ok(())
+}
+
+/// Connects, creates missing folders, selects the inbox; returns the session and the inbox's UIDVALIDITY.
+async fn open(mailbox: &MailboxConfig, cfg: &ImapConfig, state: &mut State) -> Result<(ImapSession, u32), ImapError> {
+    let mut s = connect(cfg).await?;
+    let caps = s.capabilities();
+    tracing::info!(account = %s.account(), idle = caps.idle, r#move = caps.mv, uidplus = caps.uidplus, "IMAP connected");
+    s.ensure_folders(&cfg.folders).await?;
+    let uidvalidity = s.select_inbox().await?;
+    if let Some(before) = state.uidvalidity.replace(uidvalidity)
+        && before != uidvalidity
+    {
+        tracing::warn!(
+            mailbox = %mailbox.name, before, now = uidvalidity,
+            "the inbox's UIDVALIDITY changed (folder recreated or restored): every message has a new key; \
+             mail filed before is recognised as a duplicate, not filed twice"
+        );
+        state.fetch_failures.clear();
+    }
+    Ok((s, uidvalidity))
+}
+
+/// One connection's life: returns Ok on shutdown, Err when the session failed.
+#[tracing::instrument(skip_all, fields(mailbox = %mailbox.name))]
+async fn session(
+    p: &Pipeline,
+    mailbox: &MailboxConfig,
+    cfg: &ImapConfig,
+    state: &mut State,
+    shutdown: &mut Shutdown,
+) -> Result<(), ImapError> {
+    // Connecting can take long (a server slowing down failed logins, a dead host): shutdown need not wait.
+    let (mut s, uidvalidity) = tokio::select! {
+        r = open(mailbox, cfg, state) => r?,
+        () = stopped(shutdown) => return Ok(()),
+    };
+    let poll = Duration::from_millis(cfg.poll_interval_ms.max(1));
+    let mut previous: Option<Vec<u32>> = None;
+    loop {
+        if shutdown.requested() {
+            let _ = s.logout().await;
+            return Ok(());
+        }
+        let pending = s.pending(p.config.limits.max_message_bytes).await?;
+        let uids: Vec<u32> = pending.iter().map(|m| m.uid).collect();
+        let unchanged = previous.as_ref() == Some(&uids);
+        let settled = drain(p, mailbox, cfg, &mut s, uidvalidity, &pending, state, shutdown).await?;
+        // A full round worked: the next failure starts the backoff from the bottom again.
+        state.backoff.reset();
+        previous = Some(uids);
+        // Work done: look again at once (more may have come). Nothing done, or the same set again (a message
+        // that keeps failing): wait for a change.
+        if settled > 0 && !unchanged {
+            continue;
+        }
+        s.wait_for_change(poll, shutdown).await?;
+    }
+}
+
+/// One pass over an IMAP mailbox (for `run --once` and tools): connect, file and settle everything waiting
+/// until a look finds nothing new, log out. Returns how many messages were settled. Errors are returned,
+/// not retried.
+#[tracing::instrument(skip_all, fields(mailbox = %mailbox.name))]
+pub async fn drain_once(p: &Pipeline, mailbox: &MailboxConfig, shutdown: &Shutdown) -> anyhow::Result<usize> {
+    let Some(cfg) = mailbox.imap.as_ref() else {
+        anyhow::bail!("mailbox `{}` has no [mailboxes.imap] table, so it cannot be read over IMAP", mailbox.name)
+    };
+    let mut state = State::new(cfg);
+    let (mut s, uidvalidity) = open(mailbox, cfg, &mut state).await?;
+    let mut total = 0;
+    let mut previous: Option<Vec<u32>> = None;
+    while !shutdown.requested() {
+        let pending = s.pending(p.config.limits.max_message_bytes).await?;
+        let uids: Vec<u32> = pending.iter().map(|m| m.uid).collect();
+        if uids.is_empty() || previous.as_ref() == Some(&uids) {
+            break;
+        }
+        let settled = drain(p, mailbox, cfg, &mut s, uidvalidity, &pending, &mut state, shutdown).await?;
+        total += settled;
+        if settled == 0 {
+            break;
+        }
+        previous = Some(uids);
+    }
+    let _ = s.logout().await;
+    Ok(total)
+}
+
+/// Resolves once shutdown is requested.
+async fn stopped(shutdown: &mut Shutdown) {
+    while !shutdown.requested() {
+        shutdown.sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// The folder name on the server for an outcome.
+fn folder_name(folders: &FoldersConfig, folder: Folder) -> &str {
+    match folder {
+        Folder::Processed => &folders.processed,
+        Folder::Rejected => &folders.rejected,
+        Folder::Quarantine => &folders.quarantine,
+    }
+}
+
+/// Files and settles `pending`: unfetchable ones recorded without fetching, the rest fetched in batches.
+/// Store first (inside `process`), then move, then acknowledge. Returns how many messages were settled.
+#[allow(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, pending = pending.len()))]
+async fn drain(
+    p: &Pipeline,
+    mailbox: &MailboxConfig,
+    cfg: &ImapConfig,
+    s: &mut ImapSession,
+    uidvalidity: u32,
+    pending: &[Pending],
+    state: &mut State,
+    shutdown: &Shutdown,
+) -> Result<usize, ImapError> {
+    let present: BTreeSet<u32> = pending.iter().map(|m| m.uid).collect();
+    state.fetch_failures.retain(|uid, _| present.contains(uid));
+    let failures = |uid: u32, state: &State| state.fetch_failures.get(&uid).copied().unwrap_or(0);
+
+    // Too big, or refused too often: quarantined once, unfetched, never retried on every poll.
+    let mut settled = 0;
+    let mut done = Vec::new();
+    for m in pending {
+        let reason = if m.oversize {
+            "size:oversize"
+        } else if failures(m.uid, state) >= MAX_FETCH_ATTEMPTS {
+            "fetch:failed"
+        } else {
+            continue;
+        };
+        let key = source_key(uidvalidity, m.uid);
+        match p.record_unfetchable(mailbox, &key, m.size, reason, Utc::now()).await {
+            Ok(outcome) => done.push((m.uid, outcome.ledger_id, folder_name(&cfg.folders, outcome.folder).to_string())),
+            Err(e) => tracing::error!(mailbox = %mailbox.name, key, error = %e, "cannot record an unfetchable message"),
+        }
+    }
+    settled += settle(p, mailbox, s, &done).await?;
+
+    // Messages that failed before are fetched one at a time, so one bad message cannot sink a batch.
+    let (mut suspects, fresh): (Vec<&Pending>, Vec<&Pending>) = pending
+        .iter()
+        .filter(|m| !m.oversize && failures(m.uid, state) < MAX_FETCH_ATTEMPTS)
+        .partition(|m| failures(m.uid, state) > 0);
+    let fresh: Vec<u32> = fresh.iter().map(|m| m.uid).collect();
+    // The least suspect first: a message that only shared a batch with a bad one is not held up by it.
+    suspects.sort_by_key(|m| (failures(m.uid, state), m.uid));
+    let batches = fresh.chunks(cfg.fetch_batch.max(1)).map(<[u32]>::to_vec).chain(suspects.iter().map(|m| vec![m.uid]));
+    for batch in batches {
+        if shutdown.requested() {
+            break;
+        }
+        let fetched = match s.fetch(&batch).await {
+            Ok(f) => f,
+            Err(e) => {
+                for uid in &batch {
+                    *state.fetch_failures.entry(*uid).or_default() += 1;
+                }
+                if e.is_connection_lost() {
+                    return Err(e);
+                }
+                tracing::warn!(mailbox = %mailbox.name, error = %e, count = batch.len(), "fetch refused");
+                continue;
+            }
+        };
+        for uid in &batch {
+            if !fetched.iter().any(|f| f.uid == *uid) {
+                // Gone (another instance settled it) or withheld; a withheld one is still pending next time.
+                *state.fetch_failures.entry(*uid).or_default() += 1;
+                tracing::warn!(mailbox = %mailbox.name, uid, "message not returned by the server");
+            }
+        }
+        let mut done = Vec::with_capacity(fetched.len());
+        for m in fetched {
+            state.fetch_failures.remove(&m.uid);
+            let key = source_key(uidvalidity, m.uid);
+            let now = Utc::now();
+            let received_at = m.internal_date.filter(|d| *d <= now).unwrap_or(now);
+            match p.process(mailbox, &key, &m.raw, received_at).await {
+                Ok(outcome) => {
+                    tracing::debug!(mailbox = %mailbox.name, key, outcome = %outcome.outcome, "filed");
+                    done.push((m.uid, outcome.ledger_id, folder_name(&cfg.folders, outcome.folder).to_string()));
+                }
+                // Left in the inbox, tried again next round; the others go on.
+                Err(e) => tracing::error!(mailbox = %mailbox.name, key, error = %e, "cannot file message; will retry"),
+            }
+            if shutdown.requested() {
+                break;
+            }
+        }
+        crate::failpoint::hit("imap_before_settle");
+        settled += settle(p, mailbox, s, &done).await?;
+    }
+    Ok(settled)
+}
+
+/// Moves filed messages out of the inbox, then records where they went.
+async fn settle(
+    p: &Pipeline,
+    mailbox: &MailboxConfig,
+    s: &mut ImapSession,
+    done: &[(u32, i64, String)],
+) -> Result<usize, ImapError> {
+    if done.is_empty() {
+        return Ok(0);
+    }
+    let moves: Vec<(u32, String)> = done.iter().map(|(uid, _, folder)| (*uid, folder.clone())).collect();
+    s.settle(&moves).await?;
+    for (uid, ledger_id, folder) in done {
+        if let Err(e) = p.store.mark_settled(*ledger_id, folder).await {
+            // The move happened; only the acknowledgement is missing, and reconciliation shows it.
+            tracing::error!(mailbox = %mailbox.name, uid, ledger_id, error = %e, "settled but not recorded");
+        }
+    }
+    tracing::info!(mailbox = %mailbox.name, count = done.len(), "settled");
+    Ok(done.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_within_bounds_and_resets() {
+        let mut b = Backoff::new(100, 1000);
+        let delays: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert!((100..=150).contains(&delays[0]), "{delays:?}");
+        assert!((200..=300).contains(&delays[1]), "{delays:?}");
+        assert!((400..=600).contains(&delays[2]), "{delays:?}");
+        assert!(delays.iter().all(|d| (100..=1000).contains(d)), "{delays:?}");
+        assert_eq!(delays[7], 1000);
+        b.reset();
+        assert!(b.next_delay().as_millis() <= 150);
+        // Absurd settings stay sane.
+        let mut b = Backoff::new(0, 0);
+        assert_eq!(b.next_delay(), Duration::from_millis(1));
+        let mut b = Backoff::new(u64::MAX / 4, u64::MAX / 2);
+        for _ in 0..40 {
+            b.next_delay();
+        }
+    }
+
+    #[test]
+    fn keys_carry_uidvalidity_and_uid() {
+        assert_eq!(source_key(1_700_000_000, 42), "1700000000:42");
+    }
+}

@@ -1,0 +1,248 @@
+//! End to end over real servers: a provider's email goes by SMTP (Postfix) into the gateway's IMAP
+//! mailbox (Dovecot); the real `postroom run` picks it up, files it, answers by SMTP; the reply arrives in
+//! the provider's own mailbox, read back over IMAP; the original sits in the right folder. A form forwarded
+//! as message/rfc822 is read; a bounce of a reply comes back, is never answered, and marks the reply.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::mail::{Imap, Readable, Servers, send, servers, unique_address};
+use postroom::samples::{self, Attached};
+
+const BIN: &str = env!("CARGO_BIN_EXE_postroom");
+
+struct Gateway {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    address: String,
+    provider: String,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    /// A workspace whose notifications mailbox is a fresh Dovecot account, replies leaving by Postfix, and a
+    /// registry in which `provider` is the registered manager of Oakfield House.
+    fn new(servers: &Servers) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let address = unique_address("gateway");
+        let provider = unique_address("provider");
+        let database = match std::env::var("POSTROOM_TEST_BACKEND").as_deref() {
+            Ok("postgres") => {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(common::test_database_url(dir.path()))
+            }
+            _ => format!("sqlite://{}/var/postroom.db", dir.path().display()),
+        };
+        let config = format!(
+            r#"[database]
+url = "{database}"
+
+[[mailboxes]]
+name = "notifications"
+address = "{address}"
+kind = "imap"
+[mailboxes.imap]
+host = "{host}"
+port = {imap_port}
+tls = "starttls"
+username = "{address}"
+password = "{password}"
+ca_file = "{ca}"
+poll_interval_ms = 60000
+command_timeout_ms = 10000
+backoff_min_ms = 200
+backoff_max_ms = 2000
+
+[[mailboxes]]
+name = "mental_health"
+address = "mh-{address}"
+kind = "maildir"
+path = "var/mail/mental_health"
+
+[smtp]
+host = "{host}"
+port = {smtp_port}
+tls = "none"
+retry_base_ms = 200
+
+[daemon]
+poll_interval_ms = 200
+"#,
+            host = servers.host,
+            imap_port = servers.imap_port,
+            smtp_port = servers.smtp_port,
+            password = servers.password,
+            ca = servers.ca,
+        );
+        let path = dir.path().join("postroom.toml");
+        std::fs::write(&path, config).unwrap();
+        let people = dir.path().join("people.csv");
+        std::fs::write(
+            &people,
+            format!(
+                "person_id,name,role,email,phone,provider_id,location_id\n\
+                 P1,Jane Smith,registered_manager,{provider},0113 496 0000,1-101641531,1-1000210669\n"
+            ),
+        )
+        .unwrap();
+        let directory = dir.path().join("directory.csv");
+        std::fs::write(&directory, common::DIRECTORY_CSV).unwrap();
+        let g = Gateway { dir, config: path, address, provider, child: None };
+        let out = g
+            .cmd(&["registry", "import", "--locations"])
+            .arg(&directory)
+            .arg("--people")
+            .arg(&people)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "registry import: {}", String::from_utf8_lossy(&out.stderr));
+        g
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config).arg("--workspace").arg(self.dir.path()).args(args);
+        c.env("POSTROOM_LOG", "info");
+        c
+    }
+
+    fn start(&mut self) {
+        let child = self.cmd(&["run"]).stderr(Stdio::piped()).spawn().unwrap();
+        self.child = Some(child);
+    }
+
+    /// Ctrl-C, and the daemon's log.
+    fn stop(&mut self) -> String {
+        let Some(child) = self.child.take() else { return String::new() };
+        let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "daemon did not stop cleanly:\n{log}");
+        log
+    }
+
+    fn notifier(&self) -> samples::Notifier {
+        samples::Notifier { email: self.provider.clone(), ..common::notifier() }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn filled_death_form(who: &samples::Notifier) -> Vec<u8> {
+    let catalog = postroom::forms::Catalog::embedded().unwrap();
+    let def = catalog.current("death").unwrap();
+    let today = chrono::Utc::now().with_timezone(&chrono_tz::Europe::London).date_naive();
+    postroom::forms::render::render(def, Some(&samples::filled(def, who, today))).unwrap()
+}
+
+#[test]
+fn a_providers_email_is_filed_answered_and_settled_through_real_imap_and_smtp() {
+    let Some(servers) = servers() else { return };
+    let mut g = Gateway::new(&servers);
+    g.start();
+
+    // 1. A form attached directly.
+    let raw = samples::email(
+        &g.provider,
+        &g.address,
+        "Death notification",
+        "e2e-1@provider.example",
+        vec![Attached::docx("death.docx", filled_death_form(&g.notifier()))],
+    )
+    .unwrap();
+    send(&servers, &g.provider, &g.address, &String::from_utf8_lossy(&raw));
+
+    // 2. The same kind of form forwarded inside another email (message/rfc822).
+    let inner = samples::email(
+        &g.provider,
+        "colleague@provider.example",
+        "Death notification",
+        "e2e-inner@provider.example",
+        vec![Attached::docx("death-forwarded.docx", {
+            let mut who = g.notifier();
+            who.location_name = "Oakfield House (forwarded)".into();
+            let catalog = postroom::forms::Catalog::embedded().unwrap();
+            let def = catalog.current("death").unwrap();
+            let today = chrono::Utc::now().with_timezone(&chrono_tz::Europe::London).date_naive();
+            let mut values = samples::filled(def, &who, today);
+            values.insert("event_time".into(), postroom::forms::Value::Text("08:05".into()));
+            postroom::forms::render::render(def, Some(&values)).unwrap()
+        })],
+    )
+    .unwrap();
+    let forwarded = format!(
+        "From: {p}\r\nTo: {a}\r\nSubject: Fwd: Death notification\r\nMessage-ID: <e2e-2@provider.example>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"FWD\"\r\n\r\n\
+         --FWD\r\nContent-Type: text/plain\r\n\r\nForwarding the notification below.\r\n\
+         --FWD\r\nContent-Type: message/rfc822\r\n\r\n{inner}\r\n--FWD--\r\n",
+        p = g.provider,
+        a = g.address,
+        inner = String::from_utf8_lossy(&inner)
+    );
+    send(&servers, &g.provider, &g.address, &forwarded);
+
+    // Both confirmations arrive in the provider's own mailbox.
+    let replies = Imap::wait_for(&servers, &g.provider, "INBOX", 2, Duration::from_secs(30));
+    assert_eq!(replies.len(), 2, "two confirmations; daemon log:\n{}", g.stop());
+    let replies: Vec<Readable> = replies.iter().map(|r| Readable::parse(r)).collect();
+    for reply in &replies {
+        let subject = reply.header("Subject").unwrap_or_default();
+        assert!(subject.contains("Notification received: Death of a person using the service"), "{subject}");
+        assert_eq!(reply.header("Auto-Submitted"), Some("auto-replied"));
+        assert!(reply.text.contains("Reference:"), "{}", reply.text);
+    }
+    let answering = |id: &str| replies.iter().find(|r| r.header("In-Reply-To") == Some(id));
+    assert!(answering("<e2e-1@provider.example>").is_some(), "a reply threaded to the first email");
+    let fwd = answering("<e2e-2@provider.example>").expect("a reply threaded to the forwarding email");
+    assert!(fwd.text.contains("death-forwarded.docx"), "the forwarded form was read: {}", fwd.text);
+
+    // The originals left the inbox for Processed.
+    let processed = Imap::wait_for(&servers, &g.address, "Processed", 2, Duration::from_secs(10));
+    assert_eq!(processed.len(), 2);
+    let inbox = Imap::wait_for(&servers, &g.address, "INBOX", 1, Duration::from_millis(200));
+    assert!(inbox.is_empty(), "INBOX still holds {} messages", inbox.len());
+    g.stop();
+}
+
+#[test]
+fn a_bounce_of_a_reply_comes_back_is_never_answered_and_marks_the_reply() {
+    let Some(servers) = servers() else { return };
+    let mut g = Gateway::new(&servers);
+    g.start();
+    // Postfix accepts mail for bounce.postroom.test, then bounces it to the envelope sender: our mailbox.
+    let stranger = format!("nobody-{}@bounce.postroom.test", std::process::id());
+    send(
+        &servers,
+        &stranger,
+        &g.address,
+        &format!(
+            "From: {stranger}\r\nTo: {a}\r\nSubject: hello\r\nMessage-ID: <e2e-b@bounce.postroom.test>\r\n\r\nNo form here.\r\n",
+            a = g.address
+        ),
+    );
+    // The email is rejected (no form); its reply goes out, bounces, and the bounce lands in Processed,
+    // unanswered.
+    let processed = Imap::wait_for(&servers, &g.address, "Processed", 1, Duration::from_secs(30));
+    let rejected = Imap::wait_for(&servers, &g.address, "Rejected", 1, Duration::from_secs(5));
+    let log = g.stop();
+    assert_eq!((processed.len(), rejected.len()), (1, 1), "the bounce and the email; log:\n{log}");
+    assert!(processed[0].contains("multipart/report"), "the bounce was settled in Processed");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let statuses = rt.block_on(async {
+        let config = postroom::config::Config::load(Some(&g.config)).unwrap();
+        let mut config = config;
+        config.resolve_paths(Some(g.dir.path()));
+        let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+        store.outbox_counts().await.unwrap()
+    });
+    assert_eq!(statuses, vec![("delivery_failed".to_string(), 1)], "one reply, marked; nothing sent to the bounce");
+}
