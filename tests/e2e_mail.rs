@@ -144,9 +144,92 @@ fn filled_death_form(who: &samples::Notifier) -> Vec<u8> {
     postroom::forms::render::render(def, Some(&samples::filled(def, who, today))).unwrap()
 }
 
+/// Tests here that stop a server, or share one Dovecot, take turns.
+static SERVERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERVERS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn dev_services(args: &[&str]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev-services");
+    let out = Command::new(script).args(args).output().unwrap();
+    assert!(out.status.success(), "dev-services {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A no-form email from `from` to the gateway, sent through Postfix.
+fn hello(servers: &Servers, g: &Gateway, from: &str, id: &str) {
+    send(
+        servers,
+        from,
+        &g.address,
+        &format!("From: {from}\r\nTo: {a}\r\nSubject: hello\r\nMessage-ID: <{id}>\r\n\r\nNo form.\r\n", a = g.address),
+    );
+}
+
+async fn ledger(g: &Gateway) -> (i64, i64, i64) {
+    let mut config = postroom::config::Config::load(Some(&g.config)).unwrap();
+    config.resolve_paths(Some(g.dir.path()));
+    let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+    let one = |sql: &'static str| {
+        let store = store.clone();
+        async move { sqlx::Row::get::<i64, _>(&sqlx::query(sql).fetch_one(store.pool()).await.unwrap(), 0) }
+    };
+    (
+        one("SELECT COUNT(*) FROM messages").await,
+        one("SELECT COUNT(DISTINCT header_message_id) FROM messages").await,
+        one("SELECT COUNT(*) FROM outbox").await,
+    )
+}
+
+#[test]
+fn the_daemon_killed_between_filing_and_moving_a_batch_files_nothing_twice_when_restarted() {
+    let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
+    let g = Gateway::new(&servers);
+    let sender = unique_address("restart");
+    for i in 0..3 {
+        hello(&servers, &g, &sender, &format!("restart-{i}@provider.example"));
+    }
+    // Wait until all three sit in the gateway's INBOX, then run one pass that dies before the MOVE.
+    assert_eq!(Imap::wait_for(&servers, &g.address, "INBOX", 3, Duration::from_secs(10)).len(), 3);
+    let crashed = g.cmd(&["run", "--once"]).env("POSTROOM_FAILPOINT", "imap_before_settle").output().unwrap();
+    assert!(!crashed.status.success(), "the failpoint did not fire");
+    assert_eq!(Imap::wait_for(&servers, &g.address, "INBOX", 3, Duration::from_millis(100)).len(), 3, "nothing moved");
+    let restarted = g.cmd(&["run", "--once"]).output().unwrap();
+    assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (rows, distinct, replies) = rt.block_on(ledger(&g));
+    assert_eq!((rows, distinct, replies), (3, 3, 3), "one ledger row and one reply per email");
+    assert_eq!(Imap::wait_for(&servers, &sender, "INBOX", 3, Duration::from_secs(10)).len(), 3);
+    assert!(Imap::wait_for(&servers, &g.address, "INBOX", 1, Duration::from_millis(100)).is_empty());
+}
+
+#[test]
+fn an_imap_server_restart_while_the_daemon_runs_loses_and_doubles_nothing() {
+    let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
+    let mut g = Gateway::new(&servers);
+    g.start();
+    let sender = unique_address("imap-restart");
+    hello(&servers, &g, &sender, "before@provider.example");
+    assert_eq!(Imap::wait_for(&servers, &sender, "INBOX", 1, Duration::from_secs(20)).len(), 1);
+    dev_services(&["stop", "imap"]);
+    // Postfix queues what arrives meanwhile and delivers it once Dovecot is back.
+    hello(&servers, &g, &sender, "during@provider.example");
+    dev_services(&["start"]);
+    hello(&servers, &g, &sender, "after@provider.example");
+    let replies = Imap::wait_for(&servers, &sender, "INBOX", 3, Duration::from_secs(30));
+    let log = g.stop();
+    assert_eq!(replies.len(), 3, "one reply per email after the restart; log:\n{log}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(ledger(&g)), (3, 3, 3));
+}
+
 #[test]
 fn a_providers_email_is_filed_answered_and_settled_through_real_imap_and_smtp() {
     let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
     let mut g = Gateway::new(&servers);
     g.start();
 
@@ -216,6 +299,7 @@ fn a_providers_email_is_filed_answered_and_settled_through_real_imap_and_smtp() 
 #[test]
 fn a_bounce_of_a_reply_comes_back_is_never_answered_and_marks_the_reply() {
     let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
     let mut g = Gateway::new(&servers);
     g.start();
     // Postfix accepts mail for bounce.postroom.test, then bounces it to the envelope sender: our mailbox.
