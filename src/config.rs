@@ -197,6 +197,14 @@ pub struct ImapConfig {
     pub backoff_min_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// How often the server's folder counts are reconciled with the ledger (and at every connect), in
+    /// seconds.
+    #[serde(default = "default_reconcile_secs")]
+    pub reconcile_interval_secs: u64,
+}
+
+fn default_reconcile_secs() -> u64 {
+    3600
 }
 
 fn default_imap_auth() -> ImapAuth {

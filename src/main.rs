@@ -32,6 +32,9 @@ enum Command {
     },
     /// Create or upgrade the database schema.
     Migrate,
+    /// Compare each IMAP mailbox's folders on the server with the ledger, and report mail the ledger has
+    /// not seen (exit status 1 when anything disagrees).
+    Reconcile,
     /// Delete raw mail past its retention period now (the daemon also does this on a schedule).
     Purge,
     /// A working demonstration on embedded defaults: synthetic registry, blank forms, 50+ sample emails
@@ -268,6 +271,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 report.people.added,
                 report.people.removed
             );
+        }
+        Command::Reconcile => {
+            let config = load_config(&cli)?;
+            let clean = runtime()?.block_on(async {
+                let pipeline = postroom::daemon::open(config).await?;
+                let mut clean = true;
+                for mb in pipeline.config.mailboxes.iter().filter(|m| m.imap.is_some()) {
+                    let r = postroom::mailbox::imap::reconcile_mailbox(&pipeline, mb).await?;
+                    println!(
+                        "{}: inbox unseen {}, filed but not moved {}",
+                        r.mailbox, r.inbox_unseen, r.inbox_filed_not_moved
+                    );
+                    for f in &r.folders {
+                        let mark = if i64::from(f.server) == f.ledger { "" } else { "   <- differs" };
+                        println!("  {:<12} server {:>7}  ledger {:>7}{mark}", f.folder, f.server, f.ledger);
+                    }
+                    clean &= r.is_clean();
+                }
+                anyhow::Ok(clean)
+            })?;
+            if !clean {
+                return Ok(ExitCode::from(1));
+            }
         }
         Command::Purge => {
             let config = load_config(&cli)?;

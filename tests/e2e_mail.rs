@@ -330,3 +330,34 @@ fn a_bounce_of_a_reply_comes_back_is_never_answered_and_marks_the_reply() {
     });
     assert_eq!(statuses, vec![("delivery_failed".to_string(), 1)], "one reply, marked; nothing sent to the bounce");
 }
+
+#[test]
+fn reconcile_reports_mail_the_ledger_has_not_seen_and_folders_that_disagree() {
+    let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
+    let g = Gateway::new(&servers);
+    let sender = unique_address("reconcile");
+    hello(&servers, &g, &sender, "rec-1@provider.example");
+    assert_eq!(Imap::wait_for(&servers, &g.address, "INBOX", 1, Duration::from_secs(10)).len(), 1);
+    let once = g.cmd(&["run", "--once"]).output().unwrap();
+    assert!(once.status.success(), "{}", String::from_utf8_lossy(&once.stderr));
+    let clean = g.cmd(&["reconcile"]).output().unwrap();
+    assert!(clean.status.success(), "all agree after a pass: {}", String::from_utf8_lossy(&clean.stdout));
+
+    // A person drops a message into Processed by hand, and new mail waits in the inbox.
+    let mut imap = Imap::connect(&servers.host, servers.imap_port);
+    imap.command(&format!("LOGIN \"{}\" \"{}\"", g.address, servers.password));
+    let stray = "From: someone@elsewhere.example\r\nSubject: dropped by hand\r\n\r\nhello\r\n";
+    imap.command(&format!("APPEND Processed {{{}+}}\r\n{stray}", stray.len()));
+    imap.command("LOGOUT");
+    hello(&servers, &g, &sender, "rec-2@provider.example");
+    assert_eq!(Imap::wait_for(&servers, &g.address, "INBOX", 1, Duration::from_secs(10)).len(), 1);
+
+    let out = g.cmd(&["reconcile"]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert!(report.contains("inbox unseen 1, filed but not moved 0"), "{report}");
+    let processed = report.lines().find(|l| l.trim_start().starts_with("Processed")).unwrap();
+    assert!(processed.contains("server       1") && processed.contains("ledger       0"), "{processed}");
+    assert!(processed.contains("differs"));
+}

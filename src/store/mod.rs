@@ -519,6 +519,34 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("source_key")?))).collect()
     }
 
+    /// Which of `keys` the ledger knows in `mailbox`, with their status.
+    pub async fn known_keys(&self, mailbox: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut known = Vec::new();
+        for key in keys {
+            let row = sqlx::query("SELECT status FROM messages WHERE mailbox = $1 AND source_key = $2")
+                .bind(mailbox)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            if let Some(row) = row {
+                known.push((key.clone(), row.try_get("status")?));
+            }
+        }
+        Ok(known)
+    }
+
+    /// How many messages of `mailbox` the ledger settled into each folder.
+    pub async fn settled_counts(&self, mailbox: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT settled_folder, COUNT(*) AS n FROM messages WHERE mailbox = $1 AND settled_folder IS NOT NULL \
+             GROUP BY settled_folder",
+        )
+        .bind(mailbox)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("settled_folder")?, r.try_get("n")?))).collect()
+    }
+
     /// Counts of ledger rows by status, for summaries and health.
     pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status ORDER BY status")

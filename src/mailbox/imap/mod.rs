@@ -18,12 +18,14 @@
 //! never stops the others.
 
 mod connect;
+mod reconcile;
 mod run;
 mod session;
 mod wire;
 
 pub use connect::{ImapStream, access_token, connect};
-pub use run::{Backoff, MAX_FETCH_ATTEMPTS, drain_once, run_mailbox, source_key};
+pub use reconcile::{FolderCount, Reconciliation, reconcile};
+pub use run::{Backoff, MAX_FETCH_ATTEMPTS, drain_once, reconcile_mailbox, run_mailbox, source_key};
 pub use session::{FetchedMessage, ImapSession, Pending, ServerCaps};
 
 /// What went wrong talking to an IMAP server. Each message names the account (`user at host:port`), what

@@ -139,11 +139,20 @@ async fn session(
         () = stopped(shutdown) => return Ok(()),
     };
     let poll = Duration::from_millis(cfg.poll_interval_ms.max(1));
+    let reconcile_every = Duration::from_secs(cfg.reconcile_interval_secs.max(1));
+    let mut last_reconciled: Option<std::time::Instant> = None;
     let mut previous: Option<Vec<u32>> = None;
     loop {
         if shutdown.requested() {
             let _ = s.logout().await;
             return Ok(());
+        }
+        if last_reconciled.is_none_or(|t| t.elapsed() >= reconcile_every) {
+            match super::reconcile(p, mailbox, &mut s, uidvalidity, &cfg.folders).await {
+                Ok(r) => r.log(),
+                Err(e) => tracing::error!(mailbox = %mailbox.name, error = %e, "reconciliation failed"),
+            }
+            last_reconciled = Some(std::time::Instant::now());
         }
         let pending = s.pending(p.config.limits.max_message_bytes).await?;
         let uids: Vec<u32> = pending.iter().map(|m| m.uid).collect();
@@ -188,6 +197,18 @@ pub async fn drain_once(p: &Pipeline, mailbox: &MailboxConfig, shutdown: &Shutdo
     }
     let _ = s.logout().await;
     Ok(total)
+}
+
+/// Connects, reconciles the mailbox's folders with the ledger, logs out (for `postroom reconcile`).
+pub async fn reconcile_mailbox(p: &Pipeline, mailbox: &MailboxConfig) -> anyhow::Result<super::Reconciliation> {
+    let Some(cfg) = mailbox.imap.as_ref() else {
+        anyhow::bail!("mailbox `{}` has no [mailboxes.imap] table, so it cannot be read over IMAP", mailbox.name)
+    };
+    let mut state = State::new(cfg);
+    let (mut s, uidvalidity) = open(mailbox, cfg, &mut state).await?;
+    let r = super::reconcile(p, mailbox, &mut s, uidvalidity, &cfg.folders).await;
+    let _ = s.logout().await;
+    r
 }
 
 /// Resolves once shutdown is requested.
