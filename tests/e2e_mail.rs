@@ -25,6 +25,11 @@ impl Gateway {
     /// A workspace whose notifications mailbox is a fresh Dovecot account, replies leaving by Postfix, and a
     /// registry in which `provider` is the registered manager of Oakfield House.
     fn new(servers: &Servers) -> Gateway {
+        let second = "[[mailboxes]]\nname = \"mental_health\"\naddress = \"mh@postroom.test\"\nkind = \"maildir\"\npath = \"var/mail/mental_health\"\n";
+        Gateway::with_second_mailbox(servers, second)
+    }
+
+    fn with_second_mailbox(servers: &Servers, second_mailbox: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let address = unique_address("gateway");
         let provider = unique_address("provider");
@@ -55,11 +60,7 @@ command_timeout_ms = 10000
 backoff_min_ms = 200
 backoff_max_ms = 2000
 
-[[mailboxes]]
-name = "mental_health"
-address = "mh-{address}"
-kind = "maildir"
-path = "var/mail/mental_health"
+{second_mailbox}
 
 [smtp]
 host = "{host}"
@@ -360,4 +361,27 @@ fn reconcile_reports_mail_the_ledger_has_not_seen_and_folders_that_disagree() {
     let processed = report.lines().find(|l| l.trim_start().starts_with("Processed")).unwrap();
     assert!(processed.contains("server       1") && processed.contains("ledger       0"), "{processed}");
     assert!(processed.contains("differs"));
+}
+
+#[test]
+fn a_mailbox_with_bad_credentials_never_stops_the_others() {
+    let Some(servers) = servers() else { return };
+    let _turn = one_at_a_time();
+    let broken = format!(
+        "[[mailboxes]]\nname = \"mental_health\"\naddress = \"{mh}\"\nkind = \"imap\"\n[mailboxes.imap]\nhost = \"{host}\"\n\
+         port = {port}\ntls = \"none\"\nusername = \"{mh}\"\npassword = \"wrong\"\nbackoff_min_ms = 100\nbackoff_max_ms = 500\n",
+        mh = unique_address("broken"),
+        host = servers.host,
+        port = servers.imap_port
+    );
+    let mut g = Gateway::with_second_mailbox(&servers, &broken);
+    g.start();
+    let sender = unique_address("isolation");
+    hello(&servers, &g, &sender, "iso-1@provider.example");
+    let replies = Imap::wait_for(&servers, &sender, "INBOX", 1, Duration::from_secs(20));
+    // Give the broken mailbox time to fail its login and retry at least once.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = g.stop();
+    assert_eq!(replies.len(), 1, "the healthy mailbox kept working; log:\n{log}");
+    assert!(log.contains("IMAP MAILBOX NOT BEING READ"), "the broken one is reported loudly:\n{log}");
 }

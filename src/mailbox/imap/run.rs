@@ -147,13 +147,6 @@ async fn session(
             let _ = s.logout().await;
             return Ok(());
         }
-        if last_reconciled.is_none_or(|t| t.elapsed() >= reconcile_every) {
-            match super::reconcile(p, mailbox, &mut s, uidvalidity, &cfg.folders).await {
-                Ok(r) => r.log(),
-                Err(e) => tracing::error!(mailbox = %mailbox.name, error = %e, "reconciliation failed"),
-            }
-            last_reconciled = Some(std::time::Instant::now());
-        }
         let pending = s.pending(p.config.limits.max_message_bytes).await?;
         let uids: Vec<u32> = pending.iter().map(|m| m.uid).collect();
         let unchanged = previous.as_ref() == Some(&uids);
@@ -165,6 +158,14 @@ async fn session(
         // that keeps failing): wait for a change.
         if settled > 0 && !unchanged {
             continue;
+        }
+        // The inbox has just been drained: anything the ledger has not seen now is worth reporting.
+        if last_reconciled.is_none_or(|t| t.elapsed() >= reconcile_every) {
+            match super::reconcile(p, mailbox, &mut s, uidvalidity, &cfg.folders).await {
+                Ok(r) => r.log(),
+                Err(e) => tracing::error!(mailbox = %mailbox.name, error = %e, "reconciliation failed"),
+            }
+            last_reconciled = Some(std::time::Instant::now());
         }
         s.wait_for_change(poll, shutdown).await?;
     }
