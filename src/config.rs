@@ -416,11 +416,14 @@ pub struct DaemonConfig {
     pub poll_interval_ms: u64,
     /// Messages filed per durable commit before their mail is settled.
     pub batch_size: usize,
+    /// Several instances may share one database: one polls a given mailbox at a time, holding a lease it
+    /// renews; if it dies, another takes over within this many seconds.
+    pub mailbox_lease_secs: u64,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { poll_interval_ms: 2000, batch_size: 32 }
+        DaemonConfig { poll_interval_ms: 2000, batch_size: 32, mailbox_lease_secs: 30 }
     }
 }
 

@@ -24,6 +24,34 @@ pub async fn open(config: Config) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(config, catalog, templates, store))
 }
 
+/// This process's name in mailbox leases: host, process id and a random part (a restarted process is a
+/// new holder).
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        format!("{}:{}:{}", if host.is_empty() { "host" } else { &host }, std::process::id(), hex::encode(r))
+    })
+}
+
+/// The mailbox lease length from configuration, in ms.
+pub fn lease_ms(config: &Config) -> i64 {
+    i64::try_from(config.daemon.mailbox_lease_secs.max(1).saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+/// Whether this instance holds (or has just taken) `mailbox`; a database error counts as no.
+pub async fn holds(p: &Pipeline, mailbox: &str) -> bool {
+    match p.store.hold_mailbox(mailbox, instance_id(), lease_ms(&p.config)).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::error!(mailbox, error = %e, "cannot take or renew the mailbox lease");
+            false
+        }
+    }
+}
+
 /// Tells every loop to stop after the message in hand.
 #[derive(Clone)]
 pub struct Shutdown(watch::Receiver<bool>);
@@ -87,11 +115,18 @@ pub async fn run(p: &Pipeline, shutdown: Shutdown, once: bool) -> anyhow::Result
     let imap: Vec<&MailboxConfig> = p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Imap).collect();
     if once {
         for mb in &imap {
+            if !holds(p, &mb.name).await {
+                tracing::warn!(mailbox = %mb.name, "another instance is polling this mailbox; skipped");
+                continue;
+            }
             if let Err(e) = crate::mailbox::imap::drain_once(p, mb, &shutdown).await {
                 tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed");
             }
         }
         local_round(p, &sender, &shutdown, &mut None).await;
+        for mb in &p.config.mailboxes {
+            let _ = p.store.release_mailbox(&mb.name, instance_id()).await;
+        }
         tracing::info!("one pass done");
         return Ok(());
     }
@@ -114,6 +149,9 @@ pub async fn run(p: &Pipeline, shutdown: Shutdown, once: bool) -> anyhow::Result
         }
     };
     tokio::join!(imap_loops, local);
+    for mb in &p.config.mailboxes {
+        let _ = p.store.release_mailbox(&mb.name, instance_id()).await;
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -128,6 +166,10 @@ async fn local_round(p: &Pipeline, sender: &Sender, shutdown: &Shutdown, last_pu
         *last_purge = Some(Instant::now());
     }
     for mb in p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Maildir) {
+        // Another instance polls it: leave it alone this round.
+        if !holds(p, &mb.name).await {
+            continue;
+        }
         match drain_maildir(p, &mb.name, shutdown).await {
             Ok(outcomes) if !outcomes.is_empty() => {
                 tracing::info!(mailbox = %mb.name, messages = outcomes.len(), "mailbox drained")

@@ -28,6 +28,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_parts_and_delay.sql"),
         include_str!("../../migrations/postgres/0003_parts_and_delay.sql"),
     ),
+    (
+        4,
+        "mailbox_leases",
+        include_str!("../../migrations/sqlite/0004_mailbox_leases.sql"),
+        include_str!("../../migrations/postgres/0004_mailbox_leases.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -519,6 +519,34 @@ impl Store {
         rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("source_key")?))).collect()
     }
 
+    /// Takes or renews the lease on `mailbox` for `holder` until `now + lease_ms`; true when `holder` holds
+    /// it afterwards. A lease held by another instance is taken only once it has expired.
+    pub async fn hold_mailbox(&self, mailbox: &str, holder: &str, lease_ms: i64) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO mailbox_leases (mailbox, holder, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (mailbox) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+             WHERE mailbox_leases.holder = excluded.holder OR mailbox_leases.expires_at < $4 RETURNING holder",
+        )
+        .bind(mailbox)
+        .bind(holder)
+        .bind(now + lease_ms)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Gives up the lease on `mailbox` if `holder` has it (a clean shutdown hands over at once).
+    pub async fn release_mailbox(&self, mailbox: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM mailbox_leases WHERE mailbox = $1 AND holder = $2")
+            .bind(mailbox)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Which of `keys` the ledger knows in `mailbox`, with their status.
     pub async fn known_keys(&self, mailbox: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
         let mut known = Vec::new();

@@ -84,7 +84,19 @@ pub async fn run_mailbox(p: &Pipeline, mailbox: &MailboxConfig, mut shutdown: Sh
         anyhow::bail!("mailbox `{}` has no [mailboxes.imap] table, so it cannot be read over IMAP", mailbox.name)
     };
     let mut state = State::new(cfg);
+    let lease = Duration::from_millis(u64::try_from(crate::daemon::lease_ms(&p.config)).unwrap_or(30_000));
+    let mut waiting_logged = false;
     while !shutdown.requested() {
+        // One poller per mailbox across instances: wait for the lease (its holder renews it every round).
+        if !crate::daemon::holds(p, &mailbox.name).await {
+            if !waiting_logged {
+                tracing::info!(mailbox = %mailbox.name, "another instance polls this mailbox; standing by");
+                waiting_logged = true;
+            }
+            shutdown.sleep(lease / 3).await;
+            continue;
+        }
+        waiting_logged = false;
         if let Err(e) = session(p, mailbox, cfg, &mut state, &mut shutdown).await {
             let delay = state.backoff.next_delay();
             let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -142,8 +154,16 @@ async fn session(
     let reconcile_every = Duration::from_secs(cfg.reconcile_interval_secs.max(1));
     let mut last_reconciled: Option<std::time::Instant> = None;
     let mut previous: Option<Vec<u32>> = None;
+    // IDLE never outlasts a third of the lease, so the lease is renewed in time.
+    let lease = Duration::from_millis(u64::try_from(crate::daemon::lease_ms(&p.config)).unwrap_or(30_000));
+    let poll = poll.min(lease / 3);
     loop {
         if shutdown.requested() {
+            let _ = s.logout().await;
+            return Ok(());
+        }
+        if !crate::daemon::holds(p, &mailbox.name).await {
+            tracing::warn!(mailbox = %mailbox.name, "lost the mailbox lease to another instance; standing by");
             let _ = s.logout().await;
             return Ok(());
         }
