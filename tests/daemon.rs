@@ -33,7 +33,8 @@ fn postroom(app: &common::TestApp, failpoint: Option<&str>, args: &[&str]) -> st
         .args(args)
         .env("POSTROOM_LOG", "warn")
         .env("POSTROOM_DATABASE__URL", &app.pipeline.config.database.url)
-        .env("POSTROOM_OUTBOX__CLAIM_LEASE_SECS", "1");
+        .env("POSTROOM_OUTBOX__CLAIM_LEASE_SECS", "1")
+        .env("POSTROOM_DAEMON__MAILBOX_LEASE_SECS", "1");
     if let Some(f) = failpoint {
         cmd.env("POSTROOM_FAILPOINT", f);
     }
@@ -66,7 +67,7 @@ async fn killed_at_any_failpoint_then_restarted_files_each_message_once_with_one
         let stderr = String::from_utf8_lossy(&crashed.stderr);
         assert!(stderr.contains(&format!("failpoint {failpoint}")), "{failpoint}: {stderr}");
 
-        // Replies the dead process had claimed come due again when its lease (1 s here) ends.
+        // The dead process's mailbox lease and reply claims run out (1 s here); then the restart takes over.
         std::thread::sleep(std::time::Duration::from_millis(1100));
         let restarted = postroom(&app, None, &["run", "--once"]);
         assert!(restarted.status.success(), "{failpoint}: {}", String::from_utf8_lossy(&restarted.stderr));

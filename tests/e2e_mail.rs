@@ -70,6 +70,11 @@ retry_base_ms = 200
 
 [daemon]
 poll_interval_ms = 200
+# Short leases so a restart after a kill takes over quickly.
+mailbox_lease_secs = 1
+
+[outbox]
+claim_lease_secs = 1
 "#,
             host = servers.host,
             imap_port = servers.imap_port,
@@ -197,6 +202,8 @@ fn the_daemon_killed_between_filing_and_moving_a_batch_files_nothing_twice_when_
     let crashed = g.cmd(&["run", "--once"]).env("POSTROOM_FAILPOINT", "imap_before_settle").output().unwrap();
     assert!(!crashed.status.success(), "the failpoint did not fire");
     assert_eq!(Imap::wait_for(&servers, &g.address, "INBOX", 3, Duration::from_millis(100)).len(), 3, "nothing moved");
+    // The dead process's lease on the mailbox runs out; then the restart takes over.
+    std::thread::sleep(Duration::from_millis(1100));
     let restarted = g.cmd(&["run", "--once"]).output().unwrap();
     assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
     let rt = tokio::runtime::Runtime::new().unwrap();
