@@ -252,11 +252,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Registry { command: RegistryCommand::Import { locations, people } } => {
             let config = load_config(&cli)?;
+            let bar = ImportBar::new();
             let report = runtime()?.block_on(async {
                 let store =
                     postroom::store::Store::connect(&config.database.url, config.database.max_connections).await?;
-                anyhow::Ok(postroom::registry::import(&store, locations.as_deref(), people.as_deref()).await?)
-            })?;
+                anyhow::Ok(postroom::registry::import(&store, locations.as_deref(), people.as_deref(), &bar).await?)
+            });
+            bar.done();
+            let report = report?;
             println!(
                 "imported: {} providers ({} new, {} deregistered, {} re-activated), {} locations ({} new, {} deregistered, {} re-activated), {} people roles ({} added, {} removed)",
                 report.providers.listed,
@@ -326,5 +329,39 @@ fn print_outcome(name: &str, o: &postroom::pipeline::Outcome) {
     }
     for p in &o.problems {
         println!("    {} {}: {}", p.code.as_str(), p.field.as_deref().unwrap_or("-"), p.message);
+    }
+}
+
+/// A progress bar for `registry import`, shown only when stderr is a terminal.
+struct ImportBar(Option<indicatif::ProgressBar>);
+
+impl ImportBar {
+    fn new() -> ImportBar {
+        use std::io::IsTerminal;
+        ImportBar(std::io::stderr().is_terminal().then(indicatif::ProgressBar::no_length))
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl postroom::registry::Progress for ImportBar {
+    fn start(&self, rows: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_length(rows);
+            if let Ok(style) = indicatif::ProgressStyle::with_template("importing {bar:40} {pos}/{len} rows {elapsed}")
+            {
+                bar.set_style(style);
+            }
+        }
+    }
+
+    fn advance(&self, rows: u64) {
+        if let Some(bar) = &self.0 {
+            bar.inc(rows);
+        }
     }
 }

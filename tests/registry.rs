@@ -111,6 +111,7 @@ on_both_backends!(
     nhs_codes_are_checked_like_cqc_ids,
     ids_validation_rejected_and_provider_wide_forms_are_not_checked_again,
     synthetic_registry_imports_and_its_samples_behave_as_documented,
+    progress_is_reported_for_every_row_written,
 );
 
 fn fixture(name: &str) -> PathBuf {
@@ -124,8 +125,10 @@ fn bytes(name: &str) -> Vec<u8> {
 /// The fixture registry as it stands today: the fuller (earlier) directory, then the public one with the
 /// people file. Returns the second import's report (its `at` is when Elmtree was deregistered).
 async fn standard(store: &Store) -> ImportReport {
-    registry::import(store, Some(&fixture("care_directory_full.csv")), None).await.unwrap();
-    registry::import(store, Some(&fixture("care_directory_public.csv")), Some(&fixture("people.csv"))).await.unwrap()
+    registry::import(store, Some(&fixture("care_directory_full.csv")), None, &registry::Quiet).await.unwrap();
+    registry::import(store, Some(&fixture("care_directory_public.csv")), Some(&fixture("people.csv")), &registry::Quiet)
+        .await
+        .unwrap()
 }
 
 async fn check(store: &Store, sender: &str, provider: &str, location: &str) -> Vec<Problem> {
@@ -179,8 +182,31 @@ const ALAN: &str = "alan.green@brookside.example";
 // ---------------------------------------------------------------------------------------------------------
 // Import
 
+async fn progress_is_reported_for_every_row_written(store: &Store) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    #[derive(Default)]
+    struct Count(AtomicU64, AtomicU64);
+    impl registry::Progress for Count {
+        fn start(&self, rows: u64) {
+            self.0.store(rows, Ordering::SeqCst);
+        }
+        fn advance(&self, rows: u64) {
+            self.1.fetch_add(rows, Ordering::SeqCst);
+        }
+    }
+    let count = Count::default();
+    let report =
+        registry::import(store, Some(&fixture("care_directory_public.csv")), Some(&fixture("people.csv")), &count)
+            .await
+            .unwrap();
+    let rows = (report.providers.listed + report.locations.listed + report.people.listed) as u64;
+    assert_eq!(count.0.load(Ordering::SeqCst), rows, "the bar's length is every row to write");
+    assert_eq!(count.1.load(Ordering::SeqCst), rows, "and it reaches the end");
+}
+
 async fn public_layout_with_preamble_and_bom_imports_every_location(store: &Store) {
-    let report = registry::import(store, Some(&fixture("care_directory_public.csv")), None).await.unwrap();
+    let report =
+        registry::import(store, Some(&fixture("care_directory_public.csv")), None, &registry::Quiet).await.unwrap();
     assert_eq!((report.providers.listed, report.providers.added), (5, 5));
     assert_eq!((report.locations.listed, report.locations.added), (9, 9));
     assert_eq!(report.locations.deregistered, 0);
@@ -203,7 +229,8 @@ async fn public_layout_with_preamble_and_bom_imports_every_location(store: &Stor
 }
 
 async fn full_layout_imports_provider_details_and_nhs_codes(store: &Store) {
-    let report = registry::import(store, Some(&fixture("care_directory_full.csv")), None).await.unwrap();
+    let report =
+        registry::import(store, Some(&fixture("care_directory_full.csv")), None, &registry::Quiet).await.unwrap();
     assert_eq!((report.providers.listed, report.locations.listed), (6, 11));
     let ni = text(store, "SELECT nominated_individual FROM providers WHERE provider_id = $1", OAKFIELD).await;
     assert_eq!(ni.as_deref(), Some("Margaret Holt"));
@@ -232,7 +259,7 @@ async fn public_layout_after_full_layout_keeps_columns_it_does_not_have(store: &
 }
 
 async fn bad_directory_rows_are_listed_by_line_and_nothing_is_imported(store: &Store) {
-    let err = registry::import(store, Some(&fixture("bad_directory.csv")), None).await.unwrap_err();
+    let err = registry::import(store, Some(&fixture("bad_directory.csv")), None, &registry::Quiet).await.unwrap_err();
     let ImportError::Rows { errors, more } = &err else { panic!("{err}") };
     assert_eq!(*more, 0);
     let lines: Vec<usize> = errors.iter().map(|e| e.line).collect();
@@ -297,16 +324,19 @@ async fn unreadable_files_say_why_and_where(store: &Store) {
     }
     let err = registry::import_bytes(store, None, None).await.unwrap_err();
     assert!(matches!(err, ImportError::NothingToImport));
-    let err = registry::import(store, Some(Path::new("/nonexistent/care.csv")), None).await.unwrap_err();
+    let err =
+        registry::import(store, Some(Path::new("/nonexistent/care.csv")), None, &registry::Quiet).await.unwrap_err();
     assert!(err.to_string().contains("/nonexistent/care.csv"), "{err}");
     assert_eq!(count(store, "SELECT COUNT(*) FROM registry_imports").await, 0);
 }
 
 async fn reimport_marks_missing_ids_deregistered_and_relisted_ones_active(store: &Store) {
-    let first = registry::import(store, Some(&fixture("care_directory_full.csv")), None).await.unwrap();
+    let first =
+        registry::import(store, Some(&fixture("care_directory_full.csv")), None, &registry::Quiet).await.unwrap();
     assert_eq!((first.providers.added, first.locations.added), (6, 11));
 
-    let second = registry::import(store, Some(&fixture("care_directory_public.csv")), None).await.unwrap();
+    let second =
+        registry::import(store, Some(&fixture("care_directory_public.csv")), None, &registry::Quiet).await.unwrap();
     assert_eq!(second.providers.deregistered, 1, "{second}");
     assert_eq!(second.locations.deregistered, 2, "Elmtree House and Oakfield Annexe: {second}");
     assert_eq!((second.providers.added, second.locations.added), (0, 0));
@@ -331,7 +361,8 @@ async fn reimport_marks_missing_ids_deregistered_and_relisted_ones_active(store:
     // Never deleted.
     assert_eq!(count(store, "SELECT COUNT(*) FROM locations").await, 11);
 
-    let third = registry::import(store, Some(&fixture("care_directory_full.csv")), None).await.unwrap();
+    let third =
+        registry::import(store, Some(&fixture("care_directory_full.csv")), None, &registry::Quiet).await.unwrap();
     assert_eq!((third.providers.reactivated, third.locations.reactivated), (1, 2), "{third}");
     assert_eq!(third.locations.deregistered, 0);
     assert_eq!(count(store, "SELECT COUNT(*) FROM locations WHERE deregistered_at IS NULL").await, 11);
@@ -348,7 +379,7 @@ async fn people_reimport_replaces_the_people_set(store: &Store) {
     let priya = "priya.patel@oakfield-care.example";
     assert!(check(store, priya, OAKFIELD, WILLOWBANK).await.is_empty());
 
-    let again = registry::import(store, None, Some(&fixture("people_v2.csv"))).await.unwrap();
+    let again = registry::import(store, None, Some(&fixture("people_v2.csv")), &registry::Quiet).await.unwrap();
     assert_eq!((again.people.listed, again.people.added, again.people.removed), (14, 1, 1));
     assert_eq!(again.locations, Default::default(), "a people-only import leaves the directory alone");
     only(&check(store, priya, OAKFIELD, WILLOWBANK).await, ProblemCode::SenderNotRegistered, None, priya);

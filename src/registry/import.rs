@@ -150,6 +150,7 @@ pub async fn import(
     store: &Store,
     locations_csv: Option<&Path>,
     people_csv: Option<&Path>,
+    progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     async fn read(path: Option<&Path>) -> Result<Option<(String, Vec<u8>)>, ImportError> {
         let Some(path) = path else { return Ok(None) };
@@ -161,12 +162,27 @@ pub async fn import(
     }
     let directory = read(locations_csv).await?;
     let people = read(people_csv).await?;
-    import_bytes(
+    import_bytes_with(
         store,
         directory.as_ref().map(|(name, bytes)| CsvInput { name, bytes }),
         people.as_ref().map(|(name, bytes)| CsvInput { name, bytes }),
+        progress,
     )
     .await
+}
+
+/// Told how an import advances, for a progress bar: the rows to write, then each batch written.
+pub trait Progress: Sync {
+    fn start(&self, rows: u64);
+    fn advance(&self, rows: u64);
+}
+
+/// No progress reporting.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
 }
 
 /// Imports the care directory, the people file, or both, from bytes: checks every row of both, then
@@ -176,12 +192,25 @@ pub async fn import_bytes(
     directory: Option<CsvInput<'_>>,
     people: Option<CsvInput<'_>>,
 ) -> Result<ImportReport, ImportError> {
+    import_bytes_with(store, directory, people, &Quiet).await
+}
+
+/// [`import_bytes`], reporting progress as batches are written.
+pub async fn import_bytes_with(
+    store: &Store,
+    directory: Option<CsvInput<'_>>,
+    people: Option<CsvInput<'_>>,
+    progress: &dyn Progress,
+) -> Result<ImportReport, ImportError> {
     if directory.is_none() && people.is_none() {
         return Err(ImportError::NothingToImport);
     }
     let mut errors = Errors::default();
     let dir = directory.map(|input| parse_directory(input, &mut errors)).transpose()?;
     let people_rows = people.map(|input| parse_people(input, &mut errors)).transpose()?;
+    let rows = dir.as_ref().map(|d| d.providers.len() + d.locations.len()).unwrap_or(0)
+        + people_rows.as_ref().map(Vec::len).unwrap_or(0);
+    progress.start(rows as u64);
     let parsed = Parsed { directory, people, dir, people_rows };
 
     let mut conn = store.pool().acquire().await?;
@@ -195,7 +224,7 @@ pub async fn import_bytes(
         }
         Backend::Postgres => None,
     };
-    let result = write(store.backend(), &mut conn, parsed, errors).await;
+    let result = write(store.backend(), &mut conn, parsed, errors, progress).await;
     if let Some(size) = saved_cache
         && let Err(e) =
             sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA cache_size = {size}"))).execute(&mut *conn).await
@@ -230,6 +259,7 @@ async fn write(
     conn: &mut AnyConnection,
     parsed: Parsed<'_>,
     mut errors: Errors,
+    progress: &dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     let Parsed { directory, people, dir, people_rows } = parsed;
     let at = now_ms();
@@ -267,10 +297,10 @@ async fn write(
         ..ImportReport::default()
     };
     if let Some(dir) = &dir {
-        write_directory(backend, &mut tx, dir, &existing, import_id, at, &mut report).await?;
+        write_directory(backend, &mut tx, dir, &existing, (import_id, at), &mut report, progress).await?;
     }
     if let Some(rows) = &people_rows {
-        report.people = write_people(backend, &mut tx, rows, import_id).await?;
+        report.people = write_people(backend, &mut tx, rows, import_id, progress).await?;
     }
     let (p, l, pe) = (&report.providers, &report.locations, &report.people);
     sqlx::query(
@@ -397,9 +427,9 @@ async fn write_directory(
     tx: &mut Transaction<'_, Any>,
     dir: &Directory,
     existing: &Existing,
-    import_id: i64,
-    at: i64,
+    (import_id, at): (i64, i64),
     report: &mut ImportReport,
+    progress: &dyn Progress,
 ) -> Result<(), sqlx::Error> {
     let pr = &dir.present;
     let tail = format!(", {import_id}, {import_id}, NULL, {at}");
@@ -418,6 +448,7 @@ async fn write_directory(
     );
     let full: Arc<str> = insert_sql(backend, head, BATCH_ROWS, 6, &tail, &conflict).into();
     for chunk in dir.providers.chunks(BATCH_ROWS) {
+        progress.advance(chunk.len() as u64);
         let sql = if chunk.len() == BATCH_ROWS {
             full.clone()
         } else {
@@ -455,6 +486,7 @@ async fn write_directory(
     );
     let full: Arc<str> = insert_sql(backend, head, BATCH_ROWS, 11, &tail, &conflict).into();
     for chunk in dir.locations.chunks(BATCH_ROWS) {
+        progress.advance(chunk.len() as u64);
         let sql = if chunk.len() == BATCH_ROWS {
             full.clone()
         } else {
@@ -518,6 +550,7 @@ async fn write_people(
     tx: &mut Transaction<'_, Any>,
     rows: &[PersonRow],
     import_id: i64,
+    progress: &dyn Progress,
 ) -> Result<PeopleChanges, sqlx::Error> {
     let mut before: HashSet<(String, String, String, String)> = HashSet::new();
     for r in sqlx::query("SELECT person_id, role, provider_id, location_id FROM people").fetch_all(&mut **tx).await? {
@@ -538,6 +571,7 @@ async fn write_people(
     let tail = format!(", {import_id}");
     let full: Arc<str> = insert_sql(backend, head, BATCH_ROWS, 7, &tail, "").into();
     for chunk in rows.chunks(BATCH_ROWS) {
+        progress.advance(chunk.len() as u64);
         let sql = if chunk.len() == BATCH_ROWS {
             full.clone()
         } else {

@@ -13,7 +13,9 @@ pub mod synthetic;
 use std::fmt;
 
 pub use check::check;
-pub use import::{CsvInput, ImportError, ImportReport, RowError, import, import_bytes};
+pub use import::{
+    CsvInput, ImportError, ImportReport, Progress, Quiet, RowError, import, import_bytes, import_bytes_with,
+};
 
 /// A registered role, as written in the people file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
