@@ -5,19 +5,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use postroom::forms::{Catalog, DocxLimits, extract, render};
-use postroom::samples::{self, Notifier};
+use postroom::samples;
 use postroom::validate::{self, Context};
-
-fn notifier() -> Notifier {
-    Notifier {
-        name: "Jane Smith".into(),
-        email: "jane.smith@oakfield-care.example".into(),
-        provider_id: "1-101641531".into(),
-        provider_name: "Oakfield Care Ltd".into(),
-        location_id: "1-1000210669".into(),
-        location_name: "Oakfield House".into(),
-    }
-}
 
 fn bench(c: &mut Criterion) {
     let Ok(catalog) = Catalog::embedded() else { return };
@@ -26,7 +15,7 @@ fn bench(c: &mut Criterion) {
     let limits = DocxLimits::default();
     let mut group = c.benchmark_group("extract_validate");
     for def in catalog.current_forms() {
-        let values = samples::filled(def, &notifier(), today);
+        let values = samples::filled(def, &samples::example_notifier(), today);
         let Ok(docx) = render::render(def, Some(&values)) else { continue };
         let ctx =
             Context { catalog: &catalog, mailbox: &def.mailbox, received_at: now, forms_url: "https://example.org" };

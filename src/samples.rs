@@ -21,6 +21,18 @@ pub struct Notifier {
     pub location_name: String,
 }
 
+/// Jane Smith, registered manager of Oakfield House (Oakfield Care Ltd): the notifier of tests and benchmarks.
+pub fn example_notifier() -> Notifier {
+    Notifier {
+        name: "Jane Smith".into(),
+        email: "jane.smith@oakfield-care.example".into(),
+        provider_id: "1-101641531".into(),
+        provider_name: "Oakfield Care Ltd".into(),
+        location_id: "1-1000210669".into(),
+        location_name: "Oakfield House".into(),
+    }
+}
+
 /// Every field of `def` answered plausibly (the first choice of each box field; `event_date` two days
 /// before `today`), so that the form passes validation for this notifier.
 pub fn filled(def: &FormDef, who: &Notifier, today: NaiveDate) -> BTreeMap<String, Value> {

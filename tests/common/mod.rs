@@ -18,14 +18,7 @@ pub struct TestApp {
 }
 
 pub fn notifier() -> Notifier {
-    Notifier {
-        name: "Jane Smith".into(),
-        email: "jane.smith@oakfield-care.example".into(),
-        provider_id: "1-101641531".into(),
-        provider_name: "Oakfield Care Ltd".into(),
-        location_id: "1-1000210669".into(),
-        location_name: "Oakfield House".into(),
-    }
+    samples::example_notifier()
 }
 
 /// A small registry in the regulator's care-directory layout: Oakfield Care with two homes, Jane Smith
