@@ -34,6 +34,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_mailbox_leases.sql"),
         include_str!("../../migrations/postgres/0004_mailbox_leases.sql"),
     ),
+    (
+        5,
+        "outbox_sender_index",
+        include_str!("../../migrations/sqlite/0005_outbox_sender_index.sql"),
+        include_str!("../../migrations/postgres/0005_outbox_sender_index.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {
