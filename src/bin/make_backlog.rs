@@ -10,6 +10,7 @@
 //!
 //! The last line printed is machine-readable (`backlog count=... mean_bytes=...`) for the script.
 
+use postroom::registry::synthetic::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -86,24 +87,6 @@ impl Kind {
             Kind::MissingField => "missing_field",
             Kind::NoAttachment => "no_attachment",
         }
-    }
-}
-
-/// splitmix64: a tiny deterministic generator (no dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        // n is small; the modulo bias is irrelevant here.
-        (self.next() % n.max(1) as u64) as usize
     }
 }
 
@@ -292,7 +275,7 @@ fn main() -> Result<()> {
     let mut rng = Rng(args.seed ^ 0xB4C1_0C00);
     // Shuffled once (Fisher-Yates), then taken in turn: consecutive emails come from different providers.
     for i in (1..senders.len()).rev() {
-        let j = rng.below(i + 1);
+        let j = rng.index(i + 1);
         senders.swap(i, j);
     }
 
@@ -308,7 +291,7 @@ fn main() -> Result<()> {
     // One logo, as every form comes from the same template: a PNG signature, then bytes that do not compress.
     let mut logo = b"\x89PNG\r\n\x1a\n".to_vec();
     while logo.len() < LOGO_MAX {
-        logo.extend_from_slice(&rng.next().to_le_bytes());
+        logo.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
 
     let started = std::time::Instant::now();
@@ -321,7 +304,7 @@ fn main() -> Result<()> {
     let mut form_bytes = (0usize, 0usize);
     for i in 0..args.count {
         let who = &senders[i % senders.len()];
-        let roll = rng.below(100);
+        let roll = rng.index(100);
         let kind = if roll >= invalid {
             Kind::Valid
         } else if roll * 3 < invalid {
@@ -331,7 +314,7 @@ fn main() -> Result<()> {
         } else {
             Kind::NoAttachment
         };
-        let def = defs[rng.below(defs.len())];
+        let def = defs[rng.index(defs.len())];
         let message_id =
             format!("backlog-{}-{i}@{}", args.seed, who.email.split('@').nth(1).unwrap_or("provider.example"));
         let attachments = if kind == Kind::NoAttachment {
@@ -344,18 +327,18 @@ fn main() -> Result<()> {
                 values.insert("provider_reference".into(), Value::Text(format!("BL-{}-{i:06}", args.seed)));
             }
             if def.field("event_time").is_some() {
-                let minute = rng.below(24 * 60);
+                let minute = rng.index(24 * 60);
                 values.insert("event_time".into(), Value::Text(format!("{:02}:{:02}", minute / 60, minute % 60)));
             }
             match kind {
                 Kind::WrongLocation => {
                     // Half a mistyped ID nobody holds, half a real location of another provider.
-                    let wrong = if rng.below(2) == 0 {
-                        format!("1-9{:08}", rng.below(100_000_000))
+                    let wrong = if rng.index(2) == 0 {
+                        format!("1-9{:08}", rng.index(100_000_000))
                     } else {
-                        let mut l = &locations[rng.below(locations.len())];
+                        let mut l = &locations[rng.index(locations.len())];
                         while l.provider_id == who.provider_id {
-                            l = &locations[rng.below(locations.len())];
+                            l = &locations[rng.index(locations.len())];
                         }
                         l.id.clone()
                     };
@@ -367,7 +350,7 @@ fn main() -> Result<()> {
                 Kind::Valid | Kind::NoAttachment => {}
             }
             let docx = postroom::forms::render::render(def, Some(&values))?;
-            let docx = with_logo(&docx, &logo[..LOGO_MIN + rng.below(LOGO_MAX - LOGO_MIN)])?;
+            let docx = with_logo(&docx, &logo[..LOGO_MIN + rng.index(LOGO_MAX - LOGO_MIN)])?;
             form_bytes = (form_bytes.0 + docx.len(), form_bytes.1 + 1);
             *by_form.entry(def.id.as_str()).or_default() += 1;
             vec![Attached::docx(&format!("{}.docx", def.id), docx)]

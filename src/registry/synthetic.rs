@@ -229,11 +229,12 @@ pub fn generate(seed: u64, providers: usize, locations: usize) -> Synthetic {
 // ---------------------------------------------------------------------------------------------------------
 // The generator
 
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and the same sequence everywhere.
-struct Rng(u64);
+/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, and the same sequence everywhere. Public for the
+/// other generators of test data (the backlog benchmark's).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -242,12 +243,17 @@ impl Rng {
     }
 
     /// Uniform in 0..n (n > 0); the modulo bias is immaterial for test data.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+
+    /// An index into a collection of `n` items.
+    pub fn index(&mut self, n: usize) -> usize {
+        self.below(n as u64) as usize
     }
 
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn pick<'a>(&mut self, items: &'a [&'a str]) -> &'a str {
@@ -1199,8 +1205,8 @@ mod tests {
     fn splitmix64_matches_the_reference_sequence() {
         // First outputs of the reference implementation seeded with 0.
         let mut r = Rng(0);
-        assert_eq!(r.next(), 0xE220_A839_7B1D_CDAF);
-        assert_eq!(r.next(), 0x6E78_9E6A_A1B9_65F4);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
     }
 
     #[test]
