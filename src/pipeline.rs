@@ -149,7 +149,7 @@ impl Pipeline {
             .record(Inbound { mailbox: &mailbox.name, source_key, raw, received_at: received_at.timestamp_millis() })
             .await?;
         let (ledger_id, sha256) = match recorded {
-            Recorded::Filed { id, status } => return self.already_filed(id, &status, raw).await,
+            Recorded::Filed { id, status } => return self.already_filed(id, &status).await,
             Recorded::New { id, sha256 } | Recorded::Unfinished { id, sha256 } => (id, sha256),
         };
         crate::failpoint::hit("after_record");
@@ -197,7 +197,7 @@ impl Pipeline {
             })
             .await?;
         let id = match recorded {
-            Recorded::Filed { id, status } => return self.already_filed(id, &status, &[]).await,
+            Recorded::Filed { id, status } => return self.already_filed(id, &status).await,
             Recorded::New { id, .. } | Recorded::Unfinished { id, .. } => id,
         };
         let decision = Decision::without_reply("quarantined", reason);
@@ -209,12 +209,11 @@ impl Pipeline {
         Ok(self.outcome(id, None, &decision, &filing))
     }
 
-    async fn already_filed(&self, id: i64, status: &str, raw: &[u8]) -> Result<Outcome, PipelineError> {
-        let header_id =
-            crate::message::parse(raw, &self.config.limits.message()).ok().and_then(|m| m.envelope.message_id.clone());
+    async fn already_filed(&self, id: i64, status: &str) -> Result<Outcome, PipelineError> {
         Ok(Outcome {
             ledger_id: id,
-            message_id: header_id,
+            // Recorded when it was filed: no need to parse the message again.
+            message_id: self.store.header_message_id(id).await?,
             outcome: "duplicate".into(),
             reason: Some("duplicate:same_message".into()),
             references: self.store.references_of(id).await?,

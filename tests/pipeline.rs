@@ -45,6 +45,7 @@ async fn reprocessing_the_same_message_files_nothing_new_and_sends_no_second_rep
     let first = app.process("same-key", &raw).await;
     let again = app.process("same-key", &raw).await;
     assert_eq!(again.outcome, "duplicate");
+    assert_eq!(again.message_id.as_deref(), Some("m2@oakfield.example"), "reported from the ledger");
     assert_eq!(again.references, first.references);
     assert_eq!(again.reply, None);
     // A redelivered copy (new Received header, so other raw bytes) under another key: also a duplicate.

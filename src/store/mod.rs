@@ -352,6 +352,15 @@ impl Store {
         Ok(())
     }
 
+    /// The Message-ID header recorded for a filed message.
+    pub async fn header_message_id(&self, message: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT header_message_id FROM messages WHERE id = $1")
+            .bind(message)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<Option<String>, _>("header_message_id")).transpose()?.flatten())
+    }
+
     pub async fn message_status(&self, message: i64) -> Result<Option<String>, StoreError> {
         let row =
             sqlx::query("SELECT status FROM messages WHERE id = $1").bind(message).fetch_optional(&self.pool).await?;
