@@ -23,6 +23,7 @@ pub mod reply;
 pub mod retention;
 pub mod samples;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 /// Lower-case hex SHA-256: the key of raw messages and attachments in the ledger and in receipts.

@@ -91,13 +91,13 @@ impl RetryPolicy {
 /// Where replies go, chosen by configuration: SMTP when `[smtp]` is set, else the outbox directory.
 pub enum Sender {
     File(FileTransport),
-    Smtp(super::smtp::SmtpTransport),
+    Smtp(Box<super::smtp::SmtpTransport>),
 }
 
 impl Sender {
     pub fn from_config(config: &crate::config::Config) -> Result<Sender, super::smtp::SmtpSetupError> {
         Ok(match &config.smtp {
-            Some(smtp) => Sender::Smtp(super::smtp::SmtpTransport::new(smtp, config)?),
+            Some(smtp) => Sender::Smtp(Box::new(super::smtp::SmtpTransport::new(smtp, config)?)),
             None => Sender::File(FileTransport { dir: config.outbox.dir.clone() }),
         })
     }

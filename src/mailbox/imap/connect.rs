@@ -12,9 +12,7 @@ use async_imap::{Authenticator, Client, Session};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::ImapError;
 use super::session::ImapSession;
@@ -187,41 +185,14 @@ where
     }
 }
 
-/// Trusted roots: the public web roots plus every certificate in `ca_file`.
-fn tls_config(cfg: &ImapConfig, account: &str) -> Result<ClientConfig, ImapError> {
-    let config_error = |message: String| ImapError::Config { account: account.to_string(), message };
-    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = &cfg.ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| config_error(format!("cannot read `ca_file` {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| config_error(format!("`ca_file` {} is not valid PEM: {e}", path.display())))?;
-            roots.add(cert).map_err(|e| {
-                config_error(format!("`ca_file` {}: a certificate cannot be trusted as a root: {e}", path.display()))
-            })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(config_error(format!("`ca_file` {} holds no PEM CERTIFICATE block", path.display())));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config_error(format!("TLS set-up: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
 async fn tls_handshake(
     cfg: &ImapConfig,
     account: &str,
     limit: Duration,
     tcp: TcpStream,
 ) -> Result<ImapStream, ImapError> {
-    let config = tls_config(cfg, account)?;
+    let config = crate::tls::client_config(cfg.ca_file.as_deref())
+        .map_err(|message| ImapError::Config { account: account.to_string(), message })?;
     let name = ServerName::try_from(cfg.host.clone()).map_err(|e| ImapError::Tls {
         account: account.to_string(),
         message: format!("`{}` is neither a DNS name nor an IP address: {e}", cfg.host),
