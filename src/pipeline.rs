@@ -12,8 +12,9 @@ use crate::message::{AutoReason, Dmarc, EmailAddress, Message, SkipReason};
 use crate::problem::{Problem, ProblemCode};
 use crate::reference::Reference;
 use crate::reply::{self, FormReply, LabelValue, ProblemLine, ReplyData, ReplyKind, Templates};
-use crate::store::{Filing, Inbound, NewReply, NewSubmission, Recorded, Store, StoreError};
+use crate::store::{Batch, Filing, Inbound, NewReply, NewSubmission, Recorded, Store, StoreError, queries};
 use crate::validate::{self, Checked};
+use sqlx::AnyConnection;
 
 /// Where a message goes once filed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,6 +69,17 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Reply(#[from] reply::ReplyError),
+    #[error("the batch came back without an outcome for the message")]
+    NothingFiled,
+}
+
+/// One message handed to the pipeline: its key in the mailbox, its bytes, when it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Unique within the mailbox (see [`Inbound::source_key`]).
+    pub source_key: &'a str,
+    pub raw: &'a [u8],
+    pub received_at: DateTime<Utc>,
 }
 
 /// Everything the pipeline needs, built once.
@@ -134,9 +146,7 @@ impl Pipeline {
         Pipeline { config, catalog, templates, store, own_addresses }
     }
 
-    /// Runs one message through the pipeline. Safe to repeat: a message already filed is recognised
-    /// and reported as a duplicate with its original references; nothing is filed or sent twice.
-    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, key = %source_key))]
+    /// Runs one message through the pipeline (a batch of one; see [`Pipeline::process_batch`]).
     pub async fn process(
         &self,
         mailbox: &MailboxConfig,
@@ -144,32 +154,81 @@ impl Pipeline {
         raw: &[u8],
         received_at: DateTime<Utc>,
     ) -> Result<Outcome, PipelineError> {
-        let recorded = self
-            .store
-            .record(Inbound { mailbox: &mailbox.name, source_key, raw, received_at: received_at.timestamp_millis() })
-            .await?;
-        let (ledger_id, sha256) = match recorded {
-            Recorded::Filed { id, status } => return self.already_filed(id, &status).await,
-            Recorded::New { id, sha256 } | Recorded::Unfinished { id, sha256 } => (id, sha256),
-        };
+        let mut outcomes = self.process_batch(mailbox, &[Incoming { source_key, raw, received_at }]).await?;
+        outcomes.pop().unwrap_or(Err(PipelineError::NothingFiled))
+    }
+
+    /// Runs a batch of messages through the pipeline with three durable commits in all: the raw messages
+    /// first, then every message decided and filed in turn inside one transaction (each in a savepoint, so
+    /// a message decided later sees what was filed before it, and one that fails is undone alone). Returns
+    /// one outcome per message, in order. Safe to repeat: a message already filed is recognised and
+    /// reported as a duplicate with its original references; nothing is filed or sent twice. An error for
+    /// the whole batch (the database unreachable) means nothing was filed.
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, messages = batch.len()))]
+    pub async fn process_batch(
+        &self,
+        mailbox: &MailboxConfig,
+        batch: &[Incoming<'_>],
+    ) -> Result<Vec<Result<Outcome, PipelineError>>, PipelineError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inbound: Vec<Inbound> = batch
+            .iter()
+            .map(|m| Inbound {
+                mailbox: &mailbox.name,
+                source_key: m.source_key,
+                raw: m.raw,
+                received_at: m.received_at.timestamp_millis(),
+            })
+            .collect();
+        let recorded = self.store.record_many(&inbound).await?;
         crate::failpoint::hit("after_record");
 
-        let parsed = crate::message::parse(raw, &self.config.limits.message());
-        let decision = match &parsed {
-            Ok(m) => self.decide(ledger_id, mailbox, m, received_at).await?,
-            Err(e) => Decision::without_reply("quarantined", e.reason_code()),
+        let mut filing = self.store.begin_batch().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (m, recorded) in batch.iter().zip(recorded) {
+            outcomes.push(self.file_one(&mut filing, mailbox, m, recorded).await);
+        }
+        filing.commit().await?;
+        crate::failpoint::hit("after_commit");
+        for (m, o) in batch.iter().zip(&outcomes) {
+            if let Ok(o) = o {
+                tracing::info!(key = m.source_key, ledger_id = o.ledger_id, outcome = %o.outcome, reason = ?o.reason, forms = o.references.len(), "filed");
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Decides and files one recorded message inside `batch`, in a savepoint of its own.
+    async fn file_one(
+        &self,
+        batch: &mut Batch,
+        mailbox: &MailboxConfig,
+        m: &Incoming<'_>,
+        recorded: Recorded,
+    ) -> Result<Outcome, PipelineError> {
+        let (ledger_id, sha256) = match recorded {
+            Recorded::Filed { id, status } => {
+                return self.already_filed(&mut *batch.message().await?, id, &status).await;
+            }
+            Recorded::New { id, sha256 } | Recorded::Unfinished { id, sha256 } => (id, sha256),
         };
-        let message = parsed.ok();
+        let parsed = crate::message::parse(m.raw, &self.config.limits.message());
+        let message = parsed.as_ref().ok();
         for attempt in 0..3 {
-            let filing = self.filing(ledger_id, &sha256, mailbox, message.as_ref(), &decision, received_at)?;
-            match self.store.file(&filing).await {
+            let mut db = batch.message().await?;
+            let decision = match &parsed {
+                Ok(msg) => self.decide(&mut db, ledger_id, mailbox, msg, m.received_at).await?,
+                Err(e) => Decision::without_reply("quarantined", e.reason_code()),
+            };
+            let filing = self.filing(ledger_id, &sha256, mailbox, message, &decision, m.received_at)?;
+            match queries::file(&mut db, &filing).await {
                 Ok(_) => {
-                    crate::failpoint::hit("after_commit");
-                    let outcome = self.outcome(ledger_id, message.as_ref(), &decision, &filing);
-                    tracing::info!(ledger_id, outcome = %outcome.outcome, reason = ?outcome.reason, forms = decision.forms.len(), "filed");
-                    return Ok(outcome);
+                    db.commit().await.map_err(StoreError::from)?;
+                    return Ok(self.outcome(ledger_id, message, &decision, &filing));
                 }
-                // A freshly drawn reference collided with an old one: draw again.
+                // A freshly drawn reference collided with an old one: undo this message and draw again.
                 Err(StoreError::ReferenceTaken(r)) if attempt < 2 => tracing::debug!(reference = %r, "reference taken"),
                 Err(e) => return Err(e.into()),
             }
@@ -197,7 +256,11 @@ impl Pipeline {
             })
             .await?;
         let id = match recorded {
-            Recorded::Filed { id, status } => return self.already_filed(id, &status).await,
+            Recorded::Filed { id, status } => {
+                return self
+                    .already_filed(&mut *self.store.pool().acquire().await.map_err(StoreError::from)?, id, &status)
+                    .await;
+            }
             Recorded::New { id, .. } | Recorded::Unfinished { id, .. } => id,
         };
         let decision = Decision::without_reply("quarantined", reason);
@@ -209,14 +272,14 @@ impl Pipeline {
         Ok(self.outcome(id, None, &decision, &filing))
     }
 
-    async fn already_filed(&self, id: i64, status: &str) -> Result<Outcome, PipelineError> {
+    async fn already_filed(&self, db: &mut AnyConnection, id: i64, status: &str) -> Result<Outcome, PipelineError> {
         Ok(Outcome {
             ledger_id: id,
             // Recorded when it was filed: no need to parse the message again.
-            message_id: self.store.header_message_id(id).await?,
+            message_id: queries::header_message_id(db, id).await?,
             outcome: "duplicate".into(),
             reason: Some("duplicate:same_message".into()),
-            references: self.store.references_of(id).await?,
+            references: queries::references_of(db, id).await?,
             problems: Vec::new(),
             reply: None,
             folder: Folder::for_status(status),
@@ -225,6 +288,7 @@ impl Pipeline {
 
     async fn decide(
         &self,
+        db: &mut AnyConnection,
         ledger_id: i64,
         mailbox: &MailboxConfig,
         m: &Message,
@@ -237,7 +301,7 @@ impl Pipeline {
         if let Some(auto) = m.automatic(&self.own_addresses) {
             if auto == AutoReason::Bounce
                 && let Some(bounced) = m.bounced_message_id()
-                && self.store.mark_reply_bounced(bounced).await?
+                && queries::mark_reply_bounced(db, bounced).await?
             {
                 tracing::warn!(ledger_id, "a reply of ours bounced; marked delivery_failed for staff");
             }
@@ -257,9 +321,9 @@ impl Pipeline {
         let candidates: Vec<_> = m.candidate_forms().collect();
         let shas: Vec<String> = candidates.iter().map(|a| crate::sha256_hex(&a.bytes)).collect();
         if let Some(mid) = &env.message_id
-            && let Some(original) = self.store.find_redelivery(ledger_id, mid, &sender, &shas).await?
+            && let Some(original) = queries::find_redelivery(db, ledger_id, mid, &sender, &shas).await?
         {
-            let refs = self.store.references_of(original).await?;
+            let refs = queries::references_of(db, original).await?;
             return Ok(Decision {
                 duplicate_of: Some((original, refs)),
                 ..Decision::without_reply("duplicate", "duplicate:redelivered")
@@ -268,7 +332,7 @@ impl Pipeline {
         // The same form bytes from the same sender, filed before: not filed again.
         let mut duplicates = Vec::new();
         for sha in &shas {
-            if let Some(s) = self.store.find_same_form(ledger_id, &sender, sha).await? {
+            if let Some(s) = queries::find_same_form(db, ledger_id, &sender, sha).await? {
                 duplicates.push((sha.clone(), s));
             }
         }
@@ -370,7 +434,7 @@ impl Pipeline {
             for p in &mut form.problems {
                 p.form_index = Some(index);
             }
-            self.link(&mut form, &sender, &quoted, received_at).await?;
+            self.link(db, &mut form, &sender, &quoted, received_at).await?;
             forms.push(form);
         }
 
@@ -393,10 +457,10 @@ impl Pipeline {
         // Loop and flood protection: past the reply budget the email is still filed but not answered.
         let since = received_at.timestamp_millis() - (self.config.limits.reply_window_secs as i64).saturating_mul(1000);
         let limits = &self.config.limits;
-        let over_budget = self.store.replies_to_since(&sender, since, None).await?
+        let over_budget = queries::replies_to_since(db, &sender, since, None).await?
             >= i64::from(limits.max_replies_per_sender)
             || (reply == ReplyKind::NoForm
-                && self.store.replies_to_since(&sender, since, Some(ReplyKind::NoForm.as_str())).await?
+                && queries::replies_to_since(db, &sender, since, Some(ReplyKind::NoForm.as_str())).await?
                     >= i64::from(limits.max_no_form_replies_per_sender));
         if over_budget {
             tracing::warn!(ledger_id, "reply budget for this sender spent: quarantined, not answered");
@@ -415,6 +479,7 @@ impl Pipeline {
     /// Links a corrected form to the rejection it answers, and an incident notified twice to the first.
     async fn link(
         &self,
+        db: &mut AnyConnection,
         form: &mut FormResult,
         sender: &str,
         quoted: &[Reference],
@@ -423,7 +488,7 @@ impl Pipeline {
         let (Some(def), Some(checked)) = (&form.def, &form.checked) else { return Ok(()) };
         let provider = checked.text("provider_id");
         for r in quoted {
-            if let Some((s, p, f)) = self.store.find_by_reference(r.as_str()).await?
+            if let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
                 && s.status == "rejected"
                 && f.as_deref() == Some(def.id.as_str())
                 && (provider.is_none() || p.as_deref() == provider)
@@ -436,7 +501,7 @@ impl Pipeline {
             && let Some(provider) = provider
         {
             let since = received_at.timestamp_millis() - RESUBMISSION_WINDOW_MS;
-            if let Some(s) = self.store.open_rejection(sender, provider, &def.id, since).await? {
+            if let Some(s) = queries::open_rejection(db, sender, provider, &def.id, since).await? {
                 form.resubmission_of = Some((s.id, s.reference));
             }
         }
@@ -445,19 +510,19 @@ impl Pipeline {
                 .text("first_part_reference")
                 .and_then(|r| Reference::parse(r, &self.config.reference.prefix).ok());
             if let Some(r) = quoted_first
-                && let Some((s, p, f)) = self.store.find_by_reference(r.as_str()).await?
+                && let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
                 && f.as_deref() == Some(first_form.as_str())
                 && p.as_deref() == Some(provider)
             {
                 form.first_part = Some((s.id, s.reference));
             } else if let Some(person) = person_key(checked)
-                && let Some(s) = self.store.first_part(provider, first_form, &person).await?
+                && let Some(s) = queries::first_part(db, provider, first_form, &person).await?
             {
                 form.first_part = Some((s.id, s.reference));
             }
         }
         if let (Some(location), Some(date)) = (checked.text("location_id"), checked.text("event_date"))
-            && let Some(s) = self.store.same_incident(&def.id, location, date, checked.text("event_time")).await?
+            && let Some(s) = queries::same_incident(db, &def.id, location, date, checked.text("event_time")).await?
         {
             form.same_incident = Some((s.id, s.reference));
         }

@@ -7,11 +7,12 @@
 
 mod migrations;
 mod outbox;
+pub mod queries;
 
 use std::str::FromStr;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{Acquire, AnyConnection, AnyPool, Executor, Row};
 
 pub use outbox::{DueReply, ReplyFailure};
 
@@ -191,155 +192,65 @@ impl Store {
 
     /// Stores the raw message in the ledger before anything else happens, or says what is known of it.
     pub async fn record(&self, m: Inbound<'_>) -> Result<Recorded, StoreError> {
-        let sha256 = crate::sha256_hex(m.raw);
-        let inserted = sqlx::query(
-            "INSERT INTO messages (mailbox, source_key, sha256, raw, size_bytes, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mailbox, source_key) DO NOTHING RETURNING id",
-        )
-        .bind(m.mailbox)
-        .bind(m.source_key)
-        .bind(&sha256)
-        .bind(m.raw)
-        .bind(m.raw.len() as i64)
-        .bind(m.received_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok(Recorded::New { id: row.try_get("id")?, sha256 });
-        }
-        let row = sqlx::query("SELECT id, status, sha256 FROM messages WHERE mailbox = $1 AND source_key = $2")
-            .bind(m.mailbox)
-            .bind(m.source_key)
-            .fetch_one(&self.pool)
-            .await?;
-        let (id, status): (i64, String) = (row.try_get("id")?, row.try_get("status")?);
-        Ok(if status == "received" {
-            Recorded::Unfinished { id, sha256: row.try_get("sha256")? }
-        } else {
-            Recorded::Filed { id, status }
-        })
+        let mut recorded = self.record_many(&[m]).await?;
+        recorded.pop().ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
     }
 
-    /// Files everything decided about a message in one transaction. Returns false, changing nothing, when
-    /// the message was already filed (a second worker or a retry got there first).
+    /// Stores a batch of raw messages in one durable commit, before anything else happens to them.
+    pub async fn record_many(&self, batch: &[Inbound<'_>]) -> Result<Vec<Recorded>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut recorded = Vec::with_capacity(batch.len());
+        for m in batch {
+            recorded.push(record_one(&mut tx, m).await?);
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    /// Begins a batch: one transaction in which messages are decided and filed one after another, each in
+    /// a savepoint of its own, committed together (one durable commit for the batch).
+    pub async fn begin_batch(&self) -> Result<Batch, StoreError> {
+        let tx = match self.backend {
+            // Take SQLite's write lock at once: a read transaction upgraded later fails when another
+            // connection wrote meanwhile, and the busy handler cannot retry that.
+            Backend::Sqlite => self.pool.begin_with(sqlx::AssertSqlSafe("BEGIN IMMEDIATE")).await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Batch { tx })
+    }
+
+    /// Files one message in a transaction of its own (see [`queries::file`]).
     pub async fn file(&self, f: &Filing) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let filed = queries::file(&mut tx, f).await?;
+        tx.commit().await?;
+        Ok(filed)
+    }
+
+    /// The references filed from a message, in form order.
+    pub async fn references_of(&self, message: i64) -> Result<Vec<String>, StoreError> {
+        queries::references_of(&mut *self.pool.acquire().await?, message).await
+    }
+
+    /// Records where each message went once it left the inbox, in one commit.
+    pub async fn mark_settled_many(&self, settled: &[(i64, &str)]) -> Result<(), StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE messages SET status = $1, reason = $2, header_message_id = $3, from_address = $4, \
-             subject = $5, duplicate_of = $6, processed_at = $7 WHERE id = $8 AND status = 'received'",
-        )
-        .bind(&f.status)
-        .bind(&f.reason)
-        .bind(&f.header_message_id)
-        .bind(&f.from_address)
-        .bind(&f.subject)
-        .bind(f.duplicate_of)
-        .bind(now)
-        .bind(f.message)
-        .execute(&mut *tx)
-        .await?;
-        if updated.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
+        for (message, folder) in settled {
+            sqlx::query("UPDATE messages SET settled_at = $1, settled_folder = $2 WHERE id = $3")
+                .bind(now)
+                .bind(*folder)
+                .bind(*message)
+                .execute(&mut *tx)
+                .await?;
         }
-        let mut submission_ids = Vec::with_capacity(f.submissions.len());
-        for s in &f.submissions {
-            let row = sqlx::query(
-                "INSERT INTO submissions (message_id, form_index, reference, status, form_id, form_version, \
-                 attachment_name, attachment_sha256, sender, provider_id, location_id, event_date, event_time, \
-                 values_json, urgent, resubmission_of, same_incident_as, created_at, person_key, first_part, \
-                 receipt_delay_minutes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
-                 ON CONFLICT (reference) DO NOTHING RETURNING id",
-            )
-            .bind(f.message)
-            .bind(s.form_index)
-            .bind(&s.reference)
-            .bind(&s.status)
-            .bind(&s.form_id)
-            .bind(&s.form_version)
-            .bind(&s.attachment_name)
-            .bind(&s.attachment_sha256)
-            .bind(&s.sender)
-            .bind(&s.provider_id)
-            .bind(&s.location_id)
-            .bind(&s.event_date)
-            .bind(&s.event_time)
-            .bind(&s.values_json)
-            .bind(i64::from(s.urgent))
-            .bind(s.resubmission_of)
-            .bind(s.same_incident_as)
-            .bind(now)
-            .bind(&s.person_key)
-            .bind(s.first_part)
-            .bind(s.receipt_delay_minutes)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                tx.rollback().await?;
-                return Err(StoreError::ReferenceTaken(s.reference.clone()));
-            };
-            submission_ids.push((s.form_index, row.try_get::<i64, _>("id")?));
-        }
-        for p in &f.problems {
-            let submission =
-                p.form_index.and_then(|i| submission_ids.iter().find(|(fi, _)| *fi == i as i64).map(|(_, id)| *id));
-            sqlx::query(
-                "INSERT INTO problems (message_id, submission_id, form_index, code, field, value, message, hint) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(f.message)
-            .bind(submission)
-            .bind(p.form_index.map(|i| i as i64))
-            .bind(p.code.as_str())
-            .bind(&p.field)
-            .bind(&p.value)
-            .bind(&p.message)
-            .bind(&p.hint)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(r) = &f.reply {
-            sqlx::query(
-                "INSERT INTO outbox (message_id, kind, to_address, mail_message_id, eml, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (message_id, kind) DO NOTHING",
-            )
-            .bind(f.message)
-            .bind(&r.kind)
-            .bind(&r.to)
-            .bind(&r.mail_message_id)
-            .bind(&r.eml)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let detail = serde_json::json!({
-            "reason": f.reason,
-            "references": f.submissions.iter().map(|s| &s.reference).collect::<Vec<_>>(),
-            "problems": f.problems.iter().map(|p| p.code.as_str()).collect::<Vec<_>>(),
-            "reply": f.reply.as_ref().map(|r| &r.kind),
-        });
-        sqlx::query("INSERT INTO audit (at, actor, action, message_id, detail) VALUES ($1, 'postroom', $2, $3, $4)")
-            .bind(now)
-            .bind(format!("filed:{}", f.status))
-            .bind(f.message)
-            .bind(detail.to_string())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Records that the message left the inbox for `folder`.
     pub async fn mark_settled(&self, message: i64, folder: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE messages SET settled_at = $1, settled_folder = $2 WHERE id = $3")
-            .bind(now_ms())
-            .bind(folder)
-            .bind(message)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.mark_settled_many(&[(message, folder)]).await
     }
 
     /// Records the size the server reported for a message that was never fetched.
@@ -352,28 +263,10 @@ impl Store {
         Ok(())
     }
 
-    /// The Message-ID header recorded for a filed message.
-    pub async fn header_message_id(&self, message: i64) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT header_message_id FROM messages WHERE id = $1")
-            .bind(message)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get::<Option<String>, _>("header_message_id")).transpose()?.flatten())
-    }
-
     pub async fn message_status(&self, message: i64) -> Result<Option<String>, StoreError> {
         let row =
             sqlx::query("SELECT status FROM messages WHERE id = $1").bind(message).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.try_get("status")).transpose()?)
-    }
-
-    /// The references filed from a message, in form order.
-    pub async fn references_of(&self, message: i64) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT reference FROM submissions WHERE message_id = $1 ORDER BY form_index")
-            .bind(message)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| Ok(r.try_get("reference")?)).collect()
     }
 
     /// The kind of reply queued for a message, if any.
@@ -383,139 +276,6 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get("kind")).transpose()?)
-    }
-
-    /// An earlier message from the same sender with the same Message-ID that filed exactly these form bytes:
-    /// a redelivered copy (new Received headers, so a different raw hash).
-    pub async fn find_redelivery(
-        &self,
-        message: i64,
-        header_message_id: &str,
-        from: &str,
-        form_shas: &[String],
-    ) -> Result<Option<i64>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id FROM messages WHERE header_message_id = $1 AND from_address = $2 AND id <> $3 \
-             AND status NOT IN ('received', 'duplicate') ORDER BY id",
-        )
-        .bind(header_message_id)
-        .bind(from)
-        .bind(message)
-        .fetch_all(&self.pool)
-        .await?;
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let shas =
-                sqlx::query("SELECT attachment_sha256 FROM submissions WHERE message_id = $1 ORDER BY form_index")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-            let mut theirs: Vec<String> =
-                shas.iter().map(|r| r.try_get("attachment_sha256")).collect::<Result<_, _>>()?;
-            let mut ours = form_shas.to_vec();
-            theirs.sort();
-            ours.sort();
-            if theirs == ours {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
-    }
-
-    /// The first submission of these exact form bytes from this sender, from another message.
-    pub async fn find_same_form(
-        &self,
-        message: i64,
-        sender: &str,
-        sha: &str,
-    ) -> Result<Option<SubmissionRef>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, message_id, reference, status FROM submissions \
-             WHERE attachment_sha256 = $1 AND sender = $2 AND message_id <> $3 ORDER BY id LIMIT 1",
-        )
-        .bind(sha)
-        .bind(sender)
-        .bind(message)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| submission_ref(&r)).transpose()
-    }
-
-    pub async fn find_by_reference(
-        &self,
-        reference: &str,
-    ) -> Result<Option<(SubmissionRef, Option<String>, Option<String>)>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, message_id, reference, status, provider_id, form_id FROM submissions WHERE reference = $1",
-        )
-        .bind(reference)
-        .fetch_optional(&self.pool)
-        .await?;
-        match row {
-            Some(r) => Ok(Some((submission_ref(&r)?, r.try_get("provider_id")?, r.try_get("form_id")?))),
-            None => Ok(None),
-        }
-    }
-
-    /// The latest rejected submission of this form for this provider by this sender since `since` (ms).
-    pub async fn open_rejection(
-        &self,
-        sender: &str,
-        provider_id: &str,
-        form_id: &str,
-        since: i64,
-    ) -> Result<Option<SubmissionRef>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, message_id, reference, status FROM submissions WHERE sender = $1 AND provider_id = $2 \
-             AND form_id = $3 AND status = 'rejected' AND created_at >= $4 ORDER BY id DESC LIMIT 1",
-        )
-        .bind(sender)
-        .bind(provider_id)
-        .bind(form_id)
-        .bind(since)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| submission_ref(&r)).transpose()
-    }
-
-    /// An earlier accepted submission about the same incident: same form, location, event date and time.
-    pub async fn same_incident(
-        &self,
-        form_id: &str,
-        location_id: &str,
-        event_date: &str,
-        event_time: Option<&str>,
-    ) -> Result<Option<SubmissionRef>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, message_id, reference, status FROM submissions WHERE form_id = $1 AND location_id = $2 \
-             AND event_date = $3 AND COALESCE(event_time, '') = $4 AND status = 'accepted' ORDER BY id LIMIT 1",
-        )
-        .bind(form_id)
-        .bind(location_id)
-        .bind(event_date)
-        .bind(event_time.unwrap_or_default())
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| submission_ref(&r)).transpose()
-    }
-
-    /// The latest accepted first part (`form_id`) from this provider about this person.
-    pub async fn first_part(
-        &self,
-        provider_id: &str,
-        form_id: &str,
-        person_key: &str,
-    ) -> Result<Option<SubmissionRef>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, message_id, reference, status FROM submissions WHERE provider_id = $1 AND form_id = $2 \
-             AND person_key = $3 AND status = 'accepted' ORDER BY id DESC LIMIT 1",
-        )
-        .bind(provider_id)
-        .bind(form_id)
-        .bind(person_key)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| submission_ref(&r)).transpose()
     }
 
     /// Messages stored but never filed (a crash in between), for the daemon to finish at start-up.
@@ -590,6 +350,55 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("status")?, r.try_get("n")?))).collect()
+    }
+}
+
+async fn record_one(db: &mut AnyConnection, m: &Inbound<'_>) -> Result<Recorded, StoreError> {
+    let sha256 = crate::sha256_hex(m.raw);
+    let inserted = sqlx::query(
+        "INSERT INTO messages (mailbox, source_key, sha256, raw, size_bytes, received_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mailbox, source_key) DO NOTHING RETURNING id",
+    )
+    .bind(m.mailbox)
+    .bind(m.source_key)
+    .bind(&sha256)
+    .bind(m.raw)
+    .bind(m.raw.len() as i64)
+    .bind(m.received_at)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(Recorded::New { id: row.try_get("id")?, sha256 });
+    }
+    let row = sqlx::query("SELECT id, status, sha256 FROM messages WHERE mailbox = $1 AND source_key = $2")
+        .bind(m.mailbox)
+        .bind(m.source_key)
+        .fetch_one(&mut *db)
+        .await?;
+    let (id, status): (i64, String) = (row.try_get("id")?, row.try_get("status")?);
+    Ok(if status == "received" {
+        Recorded::Unfinished { id, sha256: row.try_get("sha256")? }
+    } else {
+        Recorded::Filed { id, status }
+    })
+}
+
+/// A batch being filed: one open transaction (see [`Store::begin_batch`]).
+pub struct Batch {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+}
+
+impl Batch {
+    /// Opens a savepoint for one message: its lookups see everything filed earlier in the batch; dropped
+    /// without `commit()`, everything it wrote is undone and the batch goes on.
+    pub async fn message(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, StoreError> {
+        Ok((&mut self.tx).begin().await?)
+    }
+
+    /// Commits the whole batch: one durable commit.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
     }
 }
 

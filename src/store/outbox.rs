@@ -94,30 +94,6 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the reply with this Message-ID (with or without angle brackets) `delivery_failed`: a bounce
-    /// came back for it. Returns whether it was one of ours.
-    pub async fn mark_reply_bounced(&self, mail_message_id: &str) -> Result<bool, StoreError> {
-        let id = format!("<{}>", mail_message_id.trim().trim_matches(|c| c == '<' || c == '>'));
-        let done = sqlx::query("UPDATE outbox SET status = 'delivery_failed' WHERE mail_message_id = $1")
-            .bind(id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Replies queued for `to` since `since` (ms), of `kind` or of any kind.
-    pub async fn replies_to_since(&self, to: &str, since: i64, kind: Option<&str>) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM outbox WHERE to_address = $1 AND created_at >= $2 AND ($3 = '' OR kind = $3)",
-        )
-        .bind(to)
-        .bind(since)
-        .bind(kind.unwrap_or_default())
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
     /// Counts of outbox rows by status.
     pub async fn outbox_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM outbox GROUP BY status ORDER BY status")

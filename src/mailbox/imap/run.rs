@@ -11,7 +11,7 @@ use super::session::{ImapSession, Pending};
 use super::{ImapError, connect};
 use crate::config::{FoldersConfig, ImapConfig, MailboxConfig};
 use crate::daemon::Shutdown;
-use crate::pipeline::{Folder, Pipeline};
+use crate::pipeline::{Folder, Incoming, Pipeline};
 
 /// Isolated fetch attempts after which a message the server will not hand over is quarantined unfetched.
 pub const MAX_FETCH_ATTEMPTS: u32 = 3;
@@ -262,6 +262,7 @@ async fn drain(
     state: &mut State,
     shutdown: &Shutdown,
 ) -> Result<usize, ImapError> {
+    let batch_size = p.config.daemon.batch_size.max(1);
     let present: BTreeSet<u32> = pending.iter().map(|m| m.uid).collect();
     state.fetch_failures.retain(|uid, _| present.contains(uid));
     let failures = |uid: u32, state: &State| state.fetch_failures.get(&uid).copied().unwrap_or(0);
@@ -318,19 +319,38 @@ async fn drain(
                 tracing::warn!(mailbox = %mailbox.name, uid, "message not returned by the server");
             }
         }
-        let mut done = Vec::with_capacity(fetched.len());
-        for m in fetched {
+        for m in &fetched {
             state.fetch_failures.remove(&m.uid);
-            let key = source_key(uidvalidity, m.uid);
-            let now = Utc::now();
-            let received_at = m.internal_date.filter(|d| *d <= now).unwrap_or(now);
-            match p.process(mailbox, &key, &m.raw, received_at).await {
-                Ok(outcome) => {
-                    tracing::debug!(mailbox = %mailbox.name, key, outcome = %outcome.outcome, "filed");
-                    done.push((m.uid, outcome.ledger_id, folder_name(&cfg.folders, outcome.folder).to_string()));
+        }
+        let keys: Vec<String> = fetched.iter().map(|m| source_key(uidvalidity, m.uid)).collect();
+        let now = Utc::now();
+        let incoming: Vec<Incoming> = fetched
+            .iter()
+            .zip(&keys)
+            .map(|(m, key)| Incoming {
+                source_key: key,
+                raw: &m.raw,
+                received_at: m.internal_date.filter(|d| *d <= now).unwrap_or(now),
+            })
+            .collect();
+        let mut done = Vec::with_capacity(fetched.len());
+        // `daemon.batch_size` messages per durable commit.
+        for (chunk, uids) in incoming.chunks(batch_size).zip(fetched.chunks(batch_size)) {
+            match p.process_batch(mailbox, chunk).await {
+                Ok(outcomes) => {
+                    for ((outcome, m), f) in outcomes.into_iter().zip(chunk).zip(uids) {
+                        match outcome {
+                            Ok(o) => done.push((f.uid, o.ledger_id, folder_name(&cfg.folders, o.folder).to_string())),
+                            // Left in the inbox, tried again next round; the others go on.
+                            Err(e) => {
+                                tracing::error!(mailbox = %mailbox.name, key = m.source_key, error = %e, "cannot file message; will retry")
+                            }
+                        }
+                    }
                 }
-                // Left in the inbox, tried again next round; the others go on.
-                Err(e) => tracing::error!(mailbox = %mailbox.name, key, error = %e, "cannot file message; will retry"),
+                Err(e) => {
+                    tracing::error!(mailbox = %mailbox.name, count = chunk.len(), error = %e, "cannot file a batch; will retry")
+                }
             }
             if shutdown.requested() {
                 break;
@@ -354,11 +374,10 @@ async fn settle(
     }
     let moves: Vec<(u32, String)> = done.iter().map(|(uid, _, folder)| (*uid, folder.clone())).collect();
     s.settle(&moves).await?;
-    for (uid, ledger_id, folder) in done {
-        if let Err(e) = p.store.mark_settled(*ledger_id, folder).await {
-            // The move happened; only the acknowledgement is missing, and reconciliation shows it.
-            tracing::error!(mailbox = %mailbox.name, uid, ledger_id, error = %e, "settled but not recorded");
-        }
+    let settled: Vec<(i64, &str)> = done.iter().map(|(_, id, folder)| (*id, folder.as_str())).collect();
+    if let Err(e) = p.store.mark_settled_many(&settled).await {
+        // The moves happened; only the acknowledgement is missing, and reconciliation shows it.
+        tracing::error!(mailbox = %mailbox.name, count = done.len(), error = %e, "settled but not recorded");
     }
     tracing::info!(mailbox = %mailbox.name, count = done.len(), "settled");
     Ok(done.len())

@@ -1,0 +1,293 @@
+//! The statements that file a message and the lookups deciding it needs, on one connection: the pool's
+//! for a single call ([`Store`](super::Store) wraps the few used alone), or a [`Batch`](super::Batch)'s open
+//! transaction, so a message decided later in a batch sees what the batch filed before it.
+
+use sqlx::{AnyConnection, Row};
+
+use super::{Filing, StoreError, SubmissionRef, now_ms, submission_ref};
+
+/// Files everything decided about a message; run it inside a transaction (or a batch's savepoint), which
+/// the caller rolls back on error. Returns false, changing nothing, when the message was already filed (a
+/// second worker or a retry got there first).
+pub async fn file(db: &mut AnyConnection, f: &Filing) -> Result<bool, StoreError> {
+    let now = now_ms();
+    let updated = sqlx::query(
+        "UPDATE messages SET status = $1, reason = $2, header_message_id = $3, from_address = $4, \
+         subject = $5, duplicate_of = $6, processed_at = $7 WHERE id = $8 AND status = 'received'",
+    )
+    .bind(&f.status)
+    .bind(&f.reason)
+    .bind(&f.header_message_id)
+    .bind(&f.from_address)
+    .bind(&f.subject)
+    .bind(f.duplicate_of)
+    .bind(now)
+    .bind(f.message)
+    .execute(&mut *db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(false);
+    }
+    let mut submission_ids = Vec::with_capacity(f.submissions.len());
+    for s in &f.submissions {
+        let row = sqlx::query(
+            "INSERT INTO submissions (message_id, form_index, reference, status, form_id, form_version, \
+             attachment_name, attachment_sha256, sender, provider_id, location_id, event_date, event_time, \
+             values_json, urgent, resubmission_of, same_incident_as, created_at, person_key, first_part, \
+             receipt_delay_minutes) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+             ON CONFLICT (reference) DO NOTHING RETURNING id",
+        )
+        .bind(f.message)
+        .bind(s.form_index)
+        .bind(&s.reference)
+        .bind(&s.status)
+        .bind(&s.form_id)
+        .bind(&s.form_version)
+        .bind(&s.attachment_name)
+        .bind(&s.attachment_sha256)
+        .bind(&s.sender)
+        .bind(&s.provider_id)
+        .bind(&s.location_id)
+        .bind(&s.event_date)
+        .bind(&s.event_time)
+        .bind(&s.values_json)
+        .bind(i64::from(s.urgent))
+        .bind(s.resubmission_of)
+        .bind(s.same_incident_as)
+        .bind(now)
+        .bind(&s.person_key)
+        .bind(s.first_part)
+        .bind(s.receipt_delay_minutes)
+        .fetch_optional(&mut *db)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::ReferenceTaken(s.reference.clone()));
+        };
+        submission_ids.push((s.form_index, row.try_get::<i64, _>("id")?));
+    }
+    for p in &f.problems {
+        let submission =
+            p.form_index.and_then(|i| submission_ids.iter().find(|(fi, _)| *fi == i as i64).map(|(_, id)| *id));
+        sqlx::query(
+            "INSERT INTO problems (message_id, submission_id, form_index, code, field, value, message, hint) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(f.message)
+        .bind(submission)
+        .bind(p.form_index.map(|i| i as i64))
+        .bind(p.code.as_str())
+        .bind(&p.field)
+        .bind(&p.value)
+        .bind(&p.message)
+        .bind(&p.hint)
+        .execute(&mut *db)
+        .await?;
+    }
+    if let Some(r) = &f.reply {
+        sqlx::query(
+            "INSERT INTO outbox (message_id, kind, to_address, mail_message_id, eml, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (message_id, kind) DO NOTHING",
+        )
+        .bind(f.message)
+        .bind(&r.kind)
+        .bind(&r.to)
+        .bind(&r.mail_message_id)
+        .bind(&r.eml)
+        .bind(now)
+        .execute(&mut *db)
+        .await?;
+    }
+    let detail = serde_json::json!({
+        "reason": f.reason,
+        "references": f.submissions.iter().map(|s| &s.reference).collect::<Vec<_>>(),
+        "problems": f.problems.iter().map(|p| p.code.as_str()).collect::<Vec<_>>(),
+        "reply": f.reply.as_ref().map(|r| &r.kind),
+    });
+    sqlx::query("INSERT INTO audit (at, actor, action, message_id, detail) VALUES ($1, 'postroom', $2, $3, $4)")
+        .bind(now)
+        .bind(format!("filed:{}", f.status))
+        .bind(f.message)
+        .bind(detail.to_string())
+        .execute(&mut *db)
+        .await?;
+    Ok(true)
+}
+
+/// The Message-ID header recorded for a filed message.
+pub async fn header_message_id(db: &mut AnyConnection, message: i64) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query("SELECT header_message_id FROM messages WHERE id = $1")
+        .bind(message)
+        .fetch_optional(&mut *db)
+        .await?;
+    Ok(row.map(|r| r.try_get::<Option<String>, _>("header_message_id")).transpose()?.flatten())
+}
+
+/// The references filed from a message, in form order.
+pub async fn references_of(db: &mut AnyConnection, message: i64) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query("SELECT reference FROM submissions WHERE message_id = $1 ORDER BY form_index")
+        .bind(message)
+        .fetch_all(&mut *db)
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("reference")?)).collect()
+}
+
+/// An earlier message from the same sender with the same Message-ID that filed exactly these form bytes:
+/// a redelivered copy (new Received headers, so a different raw hash).
+pub async fn find_redelivery(
+    db: &mut AnyConnection,
+    message: i64,
+    header_message_id: &str,
+    from: &str,
+    form_shas: &[String],
+) -> Result<Option<i64>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id FROM messages WHERE header_message_id = $1 AND from_address = $2 AND id <> $3 \
+         AND status NOT IN ('received', 'duplicate') ORDER BY id",
+    )
+    .bind(header_message_id)
+    .bind(from)
+    .bind(message)
+    .fetch_all(&mut *db)
+    .await?;
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let shas = sqlx::query("SELECT attachment_sha256 FROM submissions WHERE message_id = $1 ORDER BY form_index")
+            .bind(id)
+            .fetch_all(&mut *db)
+            .await?;
+        let mut theirs: Vec<String> = shas.iter().map(|r| r.try_get("attachment_sha256")).collect::<Result<_, _>>()?;
+        let mut ours = form_shas.to_vec();
+        theirs.sort();
+        ours.sort();
+        if theirs == ours {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
+/// The first submission of these exact form bytes from this sender, from another message.
+pub async fn find_same_form(
+    db: &mut AnyConnection,
+    message: i64,
+    sender: &str,
+    sha: &str,
+) -> Result<Option<SubmissionRef>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, message_id, reference, status FROM submissions \
+         WHERE attachment_sha256 = $1 AND sender = $2 AND message_id <> $3 ORDER BY id LIMIT 1",
+    )
+    .bind(sha)
+    .bind(sender)
+    .bind(message)
+    .fetch_optional(&mut *db)
+    .await?;
+    row.map(|r| submission_ref(&r)).transpose()
+}
+
+pub async fn find_by_reference(
+    db: &mut AnyConnection,
+    reference: &str,
+) -> Result<Option<(SubmissionRef, Option<String>, Option<String>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, message_id, reference, status, provider_id, form_id FROM submissions WHERE reference = $1",
+    )
+    .bind(reference)
+    .fetch_optional(&mut *db)
+    .await?;
+    match row {
+        Some(r) => Ok(Some((submission_ref(&r)?, r.try_get("provider_id")?, r.try_get("form_id")?))),
+        None => Ok(None),
+    }
+}
+
+/// The latest rejected submission of this form for this provider by this sender since `since` (ms).
+pub async fn open_rejection(
+    db: &mut AnyConnection,
+    sender: &str,
+    provider_id: &str,
+    form_id: &str,
+    since: i64,
+) -> Result<Option<SubmissionRef>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, message_id, reference, status FROM submissions WHERE sender = $1 AND provider_id = $2 \
+         AND form_id = $3 AND status = 'rejected' AND created_at >= $4 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(sender)
+    .bind(provider_id)
+    .bind(form_id)
+    .bind(since)
+    .fetch_optional(&mut *db)
+    .await?;
+    row.map(|r| submission_ref(&r)).transpose()
+}
+
+/// An earlier accepted submission about the same incident: same form, location, event date and time.
+pub async fn same_incident(
+    db: &mut AnyConnection,
+    form_id: &str,
+    location_id: &str,
+    event_date: &str,
+    event_time: Option<&str>,
+) -> Result<Option<SubmissionRef>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, message_id, reference, status FROM submissions WHERE form_id = $1 AND location_id = $2 \
+         AND event_date = $3 AND COALESCE(event_time, '') = $4 AND status = 'accepted' ORDER BY id LIMIT 1",
+    )
+    .bind(form_id)
+    .bind(location_id)
+    .bind(event_date)
+    .bind(event_time.unwrap_or_default())
+    .fetch_optional(&mut *db)
+    .await?;
+    row.map(|r| submission_ref(&r)).transpose()
+}
+
+/// The latest accepted first part (`form_id`) from this provider about this person.
+pub async fn first_part(
+    db: &mut AnyConnection,
+    provider_id: &str,
+    form_id: &str,
+    person_key: &str,
+) -> Result<Option<SubmissionRef>, StoreError> {
+    let row = sqlx::query(
+        "SELECT id, message_id, reference, status FROM submissions WHERE provider_id = $1 AND form_id = $2 \
+         AND person_key = $3 AND status = 'accepted' ORDER BY id DESC LIMIT 1",
+    )
+    .bind(provider_id)
+    .bind(form_id)
+    .bind(person_key)
+    .fetch_optional(&mut *db)
+    .await?;
+    row.map(|r| submission_ref(&r)).transpose()
+}
+
+/// Marks the reply with this Message-ID (with or without angle brackets) `delivery_failed`: a bounce
+/// came back for it. Returns whether it was one of ours.
+pub async fn mark_reply_bounced(db: &mut AnyConnection, mail_message_id: &str) -> Result<bool, StoreError> {
+    let id = format!("<{}>", mail_message_id.trim().trim_matches(|c| c == '<' || c == '>'));
+    let done = sqlx::query("UPDATE outbox SET status = 'delivery_failed' WHERE mail_message_id = $1")
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Replies queued for `to` since `since` (ms), of `kind` or of any kind.
+pub async fn replies_to_since(
+    db: &mut AnyConnection,
+    to: &str,
+    since: i64,
+    kind: Option<&str>,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM outbox WHERE to_address = $1 AND created_at >= $2 AND ($3 = '' OR kind = $3)",
+    )
+    .bind(to)
+    .bind(since)
+    .bind(kind.unwrap_or_default())
+    .fetch_one(&mut *db)
+    .await?;
+    Ok(row.try_get("n")?)
+}
