@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod mailbox;
 pub mod message;
+pub mod oauth2;
 pub mod pipeline;
 pub mod problem;
 pub mod reference;
@@ -23,6 +24,7 @@ pub mod reply;
 pub mod retention;
 pub mod samples;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 /// Lower-case hex SHA-256: the key of raw messages and attachments in the ledger and in receipts.
