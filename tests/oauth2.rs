@@ -496,13 +496,19 @@ async fn a_token_is_reused_across_reconnects_and_renewed_before_it_expires() {
             // Past the first token's expiry: only a renewed token can log in now.
             tokio::time::sleep(Duration::from_secs(7).saturating_sub(started.elapsed())).await;
             append(&srv, &user, &r.good()).await;
-            until(Duration::from_secs(20), async || r.settled("notifications").await.len() == 1).await
+            // Filed, and (however slow the machine) at least one session renewed in flight.
+            until(Duration::from_secs(30), async || {
+                r.settled("notifications").await.len() == 1 && oauth.with(&id, |c| c.active) >= 4
+            })
+            .await
         })
         .await;
-    assert!(filed, "the message was not filed; logs:\n{}", logs());
+    assert!(filed, "the message was not filed or no session was renewed; logs:\n{}", logs());
     let (requests, active, refused) = oauth.with(&id, |c| (c.requests.len(), c.active, c.refused));
     assert!(requests >= 2, "a new token was fetched before expiry ({requests} requests)");
-    assert!(requests <= 6, "tokens are not fetched on every round ({requests} requests)");
+    // One token per 4 s of run (renewed 2 s before its 6 s expiry), not one per round or reconnect.
+    let most = 2 + started.elapsed().as_secs() / 3;
+    assert!(requests as u64 <= most, "tokens are not fetched on every round ({requests} requests, {most} at most)");
     assert!(active >= 4, "the session logged in again with the fresh token ({active} logins)");
     assert_eq!(refused, 0, "an expired token was never offered to the server");
     assert!(logs().contains("OAuth2 access token due for renewal: reconnecting"), "{}", logs());
