@@ -19,6 +19,9 @@ use crate::config::{OAuth2Config, is_loopback};
 /// Largest token endpoint response read (Entra ID's are about 1.5 KB; JWTs can reach a few KB).
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
+/// The longest a token is trusted to live, whatever the endpoint says.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// An access token and when it stops being valid. `Debug` never shows the token.
 #[derive(Clone)]
 pub struct AccessToken {
@@ -35,8 +38,10 @@ impl fmt::Debug for AccessToken {
 }
 
 impl AccessToken {
+    /// A lifetime past [`MAX_LIFETIME`] counts as that (an absurd `expires_in` must not overflow the clock).
     pub fn new(secret: String, issued_at: Instant, lifetime: Duration, margin: Duration) -> AccessToken {
-        AccessToken { secret, issued_at, expires_at: issued_at + lifetime, margin }
+        let expires_at = issued_at.checked_add(lifetime.min(MAX_LIFETIME)).unwrap_or(issued_at);
+        AccessToken { secret, issued_at, expires_at, margin }
     }
 
     /// The bearer token itself: send it, never log it.
@@ -622,6 +627,11 @@ mod tests {
         let no_margin = AccessToken::new("t".into(), t0, Duration::from_secs(60), Duration::ZERO);
         assert_eq!(no_margin.renew_at(), no_margin.expires_at());
         assert!(!format!("{hour:?}").contains("\"t\""), "Debug hides the token");
+        let absurd = AccessToken::new("t".into(), t0, Duration::from_secs(u64::MAX), Duration::from_secs(300));
+        assert_eq!(absurd.expires_at(), t0 + MAX_LIFETIME);
+        let (_, life) =
+            parse_token_response("u", 200, br#"{"access_token":"x","expires_in":18446744073709551615}"#).unwrap();
+        assert_eq!(AccessToken::new("x".into(), t0, life, Duration::ZERO).expires_at(), t0 + MAX_LIFETIME);
     }
 
     #[test]
@@ -657,6 +667,79 @@ mod tests {
         assert!(e.contains("HTTP 503") && e.contains("retries"), "{e}");
         let long = format!(r#"{{"error":"x","error_description":"{}"}}"#, "a".repeat(1000));
         assert!(parse_token_response(url, 400, long.as_bytes()).unwrap_err().to_string().len() < 600);
+    }
+
+    /// A token endpoint on a loopback port that answers every request with `expires_in` (chunked, so that
+    /// path runs over a real socket too) and counts the requests.
+    async fn endpoint(expires_in: u64) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                let mut buf = vec![0; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = format!(r#"{{"token_type":"Bearer","expires_in":{expires_in},"access_token":"tok{n}"}}"#);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn tokens_are_cached_renewed_within_the_margin_and_forgotten_when_refused() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let tls = crate::tls::client_config(None).unwrap();
+        let limit = Duration::from_secs(5);
+        let (url, count) = endpoint(3600).await;
+        let oauth = OAuth2Config { client_secret: Some("s".into()), client_secret_file: None, ..cc(&url) };
+        let c = ClientCredentials::from_config(&oauth).unwrap().unwrap();
+        let first = c.token(&tls, limit).await.unwrap();
+        assert_eq!((first.secret(), c.token(&tls, limit).await.unwrap().secret()), ("tok1", "tok1"));
+        assert_eq!(count.load(SeqCst), 1, "the second call is served from the cache");
+        // Another config for the same endpoint, client and scope shares the token (one per app).
+        let again = ClientCredentials::from_config(&oauth).unwrap().unwrap();
+        assert_eq!(again.token(&tls, limit).await.unwrap().secret(), "tok1");
+        c.forget(&first).await;
+        assert_eq!(c.token(&tls, limit).await.unwrap().secret(), "tok2", "a refused token is not offered again");
+
+        // Lifetime 2 s, margin 1 s: fresh for 1 s, then renewed.
+        let (url, count) = endpoint(2).await;
+        let oauth = OAuth2Config {
+            refresh_margin_secs: 1,
+            ..OAuth2Config { client_secret: Some("s".into()), client_secret_file: None, ..cc(&url) }
+        };
+        let c = ClientCredentials::from_config(&oauth).unwrap().unwrap();
+        let t = c.token(&tls, limit).await.unwrap();
+        assert!(t.renew_at() <= Instant::now() + Duration::from_secs(1));
+        assert_eq!(c.token(&tls, limit).await.unwrap().secret(), "tok1");
+        tokio::time::sleep(t.renew_at().saturating_duration_since(Instant::now()) + Duration::from_millis(20)).await;
+        assert_eq!(c.token(&tls, limit).await.unwrap().secret(), "tok2", "renewed within the margin, before expiry");
+        assert_eq!(count.load(SeqCst), 2);
+
+        // A secret file that cannot be read is a config error naming the file.
+        let missing = OAuth2Config {
+            client_id: Some("other".into()),
+            client_secret_file: Some("/nonexistent/s".into()),
+            ..cc(&url)
+        };
+        let e = ClientCredentials::from_config(&missing).unwrap().unwrap().token(&tls, limit).await.unwrap_err();
+        assert!(matches!(e, TokenError::Config(_)) && e.to_string().contains("/nonexistent/s"), "{e}");
+        // Nothing listening: unreachable, said so.
+        let closed = OAuth2Config {
+            client_id: Some("third".into()),
+            client_secret: Some("s".into()),
+            client_secret_file: None,
+            ..cc("http://127.0.0.1:9/token")
+        };
+        let e = ClientCredentials::from_config(&closed).unwrap().unwrap().token(&tls, limit).await.unwrap_err();
+        assert!(matches!(e, TokenError::Unreachable { .. }), "{e}");
     }
 
     #[test]
