@@ -600,3 +600,63 @@ async fn a_token_the_server_refuses_is_an_auth_error_and_is_not_offered_again() 
     let err = imap::connect(&bad).await.unwrap_err();
     assert!(matches!(err, ImapError::Token { .. }) && err.to_string().contains("client_secret_file"), "{err}");
 }
+
+/// An https front for the token endpoint with the dev servers' own certificate (a private one, trusted
+/// only through `ca_file`): terminates TLS and passes the bytes on to the plain endpoint.
+async fn https_front(srv: &Servers, oauth: &OAuthServer) -> String {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = Path::new(&srv.ca).parent().unwrap();
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(&srv.ca).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("key.pem")).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://127.0.0.1:{}/oauth2/v2.0/token", listener.local_addr().unwrap().port());
+    let plain = oauth.port;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut back) = tokio::net::TcpStream::connect(("127.0.0.1", plain)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut back).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_https_token_endpoint_with_a_private_certificate_is_trusted_through_ca_file() {
+    let Some(srv) = servers() else { return };
+    let Some(oauth) = oauth_server() else { return };
+    let user = unique_address("oauth-https");
+    let (id, secret) = oauth.register(&user, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let url = https_front(&srv, oauth).await;
+    let mut cfg = xoauth2_config(&srv, &user, oauth, &id, &secret_file(dir.path(), &secret), 300);
+    if let Some(o) = cfg.oauth2.as_mut() {
+        o.token_url = Some(url);
+    }
+    // Plain IMAP on loopback, so only the token endpoint needs the CA.
+    cfg.tls = postroom::config::TlsMode::None;
+    cfg.port = srv.imap_port;
+    cfg.ca_file = None;
+    let err = imap::connect(&cfg).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ImapError::Token { .. }) && text.contains("TLS") && text.contains("ca_file"), "{text}");
+    assert_eq!(oauth.with(&id, |c| c.requests.len()), 0, "nothing was sent to an untrusted endpoint");
+
+    cfg.ca_file = Some(srv.ca.clone().into());
+    let mut s = imap::connect(&cfg).await.unwrap_or_else(|e| panic!("with ca_file: {e}"));
+    s.logout().await.unwrap();
+    assert_eq!(oauth.with(&id, |c| (c.requests.len(), c.active)), (1, 1));
+}
