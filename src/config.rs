@@ -126,8 +126,9 @@ pub enum ImapAuth {
     Xoauth2,
 }
 
-/// Where an OAuth2 access token comes from (XOAUTH2). Exactly one of these.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Where an OAuth2 access token comes from (XOAUTH2). Exactly one source: `token_file`, `token_env`,
+/// `token_command`, or the client-credentials flow (`token_url` with `client_id` and a client secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuth2Config {
     /// A file holding the current access token (refreshed by something else).
@@ -136,6 +137,34 @@ pub struct OAuth2Config {
     pub token_env: Option<String>,
     /// A command printing a fresh token on stdout.
     pub token_command: Option<String>,
+    /// Client credentials: the token endpoint (https; http only on loopback).
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    /// The client secret; prefer `client_secret_file` outside tests.
+    pub client_secret: Option<String>,
+    /// A file holding the client secret (read at every token request, so a rotated secret needs no restart).
+    pub client_secret_file: Option<PathBuf>,
+    /// Sent with the token request (Microsoft 365: `https://outlook.office365.com/.default`).
+    pub scope: Option<String>,
+    /// A token is replaced, and a session using it reconnects, this long before it expires (at most half
+    /// its lifetime).
+    pub refresh_margin_secs: u64,
+}
+
+impl Default for OAuth2Config {
+    fn default() -> Self {
+        OAuth2Config {
+            token_file: None,
+            token_env: None,
+            token_command: None,
+            token_url: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            scope: None,
+            refresh_margin_secs: 300,
+        }
+    }
 }
 
 /// Settle folders on the IMAP server; created if missing.
@@ -519,11 +548,15 @@ impl Config {
                 if imap.tls == TlsMode::None && !is_loopback(&imap.host) {
                     return Err(format!("mailbox `{}`: tls = \"none\" is allowed only for a loopback host", m.name));
                 }
-                if imap.auth == ImapAuth::Xoauth2 && imap.oauth2.is_none() {
-                    return Err(format!(
-                        "mailbox `{}`: auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table",
-                        m.name
-                    ));
+                if imap.auth == ImapAuth::Xoauth2 {
+                    let Some(oauth) = &imap.oauth2 else {
+                        return Err(format!(
+                            "mailbox `{}`: auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table",
+                            m.name
+                        ));
+                    };
+                    crate::oauth2::check_config(oauth)
+                        .map_err(|e| format!("mailbox `{}`: [mailboxes.imap.oauth2]: {e}", m.name))?;
                 }
             }
         }
@@ -679,6 +712,36 @@ mod tests {
         assert!(err.contains("loopback"), "{err}");
         let plain_local = plain.replacen("outlook.office365.com", "127.0.0.1", 1);
         assert!(Config::from_toml("p", &plain_local, []).is_ok());
+    }
+
+    #[test]
+    fn xoauth2_mailboxes_need_exactly_one_complete_token_source() {
+        let text = include_str!("../config/production.example.toml");
+        let c = Config::from_toml("p", text, []).unwrap();
+        let oauth = c.mailboxes[0].imap.as_ref().unwrap().oauth2.as_ref().unwrap();
+        assert_eq!(oauth.scope.as_deref(), Some("https://outlook.office365.com/.default"));
+        assert_eq!(
+            (
+                oauth.refresh_margin_secs,
+                c.mailboxes[1].imap.as_ref().unwrap().oauth2.as_ref().unwrap().refresh_margin_secs
+            ),
+            (300, 300)
+        );
+        let cases = [
+            (text.replacen("client_id = ", "# client_id = ", 1), "client_id"),
+            (text.replacen("client_secret_file = ", "client_secret = \"x\"\nclient_secret_file = ", 1), "keep one"),
+            (text.replacen("scope = ", "token_env = \"T\"\nscope = ", 1), "exactly one"),
+            (text.replacen("https://login.microsoftonline.com", "http://login.microsoftonline.com", 1), "loopback"),
+            (text.replacen("token_url = ", "# token_url = ", 1), "exactly one"),
+        ];
+        for (bad, want) in cases {
+            let err = Config::from_toml("p", &bad, []).unwrap_err().to_string();
+            assert!(err.contains("mailbox `notifications`") && err.contains(want), "{want}: {err}");
+        }
+        // An environment override reaches the new keys.
+        let env = [("POSTROOM_MAILBOXES__0__IMAP__OAUTH2__REFRESH_MARGIN_SECS".to_string(), "60".to_string())];
+        let c = Config::from_toml("p", text, env).unwrap();
+        assert_eq!(c.mailboxes[0].imap.as_ref().unwrap().oauth2.as_ref().unwrap().refresh_margin_secs, 60);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod ids;
 pub mod mailbox;
 pub mod message;
+pub mod oauth2;
 pub mod pipeline;
 pub mod problem;
 pub mod reference;

@@ -1,5 +1,5 @@
-//! The TLS client configuration every outgoing connection uses (IMAP, SMTP with implicit TLS): the public
-//! web roots plus, for a server with a private certificate, every certificate in a configured CA file.
+//! One TLS client set-up for every outgoing connection (IMAP, SMTP with implicit TLS, the OAuth2 token
+//! endpoint): rustls with the `ring` provider, Mozilla's roots from webpki-roots, plus an optional `ca_file`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -382,7 +382,8 @@ async fn a_wrong_password_is_an_auth_error_that_says_what_to_check() {
     assert!(matches!(err, ImapError::Auth { .. }), "{text}");
     assert!(text.contains(&u) && text.contains("password_file") && !text.contains("wrong-horse"), "{text}");
 
-    // XOAUTH2, which this Dovecot does not offer: still an Auth error with the things to check, no token.
+    // XOAUTH2 with a token nobody issued (Dovecot's oauth2 passdb refuses it, or fails temporarily when no
+    // introspection endpoint runs): still an Auth error with the things to check, no token.
     let mut cfg = imap_config(&srv, &u, TlsMode::Implicit);
     cfg.auth = postroom::config::ImapAuth::Xoauth2;
     cfg.oauth2 =

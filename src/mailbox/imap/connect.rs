@@ -12,12 +12,14 @@ use async_imap::{Authenticator, Client, Session};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::ImapError;
 use super::session::ImapSession;
 use super::wire::describe;
 use crate::config::{ImapAuth, ImapConfig, OAuth2Config, TlsMode};
+use crate::oauth2::{AccessToken, ClientCredentials, TokenError};
 
 /// The byte stream under a session: plain TCP (loopback only) or TLS over TCP.
 pub struct ImapStream(Inner);
@@ -148,8 +150,9 @@ pub async fn connect(cfg: &ImapConfig) -> Result<ImapSession, ImapError> {
             Client::new(stream)
         }
     };
-    let session = authenticate(cfg, &account, limit, client).await?;
+    let (session, renew_at) = authenticate(cfg, &account, limit, client).await?;
     let mut session = ImapSession::new(session, cfg, account);
+    session.set_token_renew_at(renew_at);
     session.refresh_capabilities().await?;
     Ok(session)
 }
@@ -185,14 +188,19 @@ where
     }
 }
 
+/// Trusted roots: the public web roots plus every certificate in `ca_file`.
+fn tls_config(cfg: &ImapConfig, account: &str) -> Result<ClientConfig, ImapError> {
+    crate::tls::client_config(cfg.ca_file.as_deref())
+        .map_err(|message| ImapError::Config { account: account.to_string(), message })
+}
+
 async fn tls_handshake(
     cfg: &ImapConfig,
     account: &str,
     limit: Duration,
     tcp: TcpStream,
 ) -> Result<ImapStream, ImapError> {
-    let config = crate::tls::client_config(cfg.ca_file.as_deref())
-        .map_err(|message| ImapError::Config { account: account.to_string(), message })?;
+    let config = tls_config(cfg, account)?;
     let name = ServerName::try_from(cfg.host.clone()).map_err(|e| ImapError::Tls {
         account: account.to_string(),
         message: format!("`{}` is neither a DNS name nor an IP address: {e}", cfg.host),
@@ -215,13 +223,16 @@ async fn tls_handshake(
     }
 }
 
+/// Logs in; for a client-credentials token also returns when the session should be renewed (before the
+/// token expires: Microsoft 365 ends a session whose token has expired).
 async fn authenticate(
     cfg: &ImapConfig,
     account: &str,
     limit: Duration,
     client: Client<ImapStream>,
-) -> Result<Session<ImapStream>, ImapError> {
+) -> Result<(Session<ImapStream>, Option<Instant>), ImapError> {
     let auth_error = |message: String| ImapError::Auth { account: account.to_string(), message };
+    let mut issued: Option<(ClientCredentials, AccessToken)> = None;
     let (command, hint, result) = match cfg.auth {
         ImapAuth::Login => {
             let password = password(cfg).map_err(auth_error)?;
@@ -237,7 +248,17 @@ async fn authenticate(
             let Some(oauth) = &cfg.oauth2 else {
                 return Err(auth_error("auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table".into()));
             };
-            let token = access_token(oauth, limit).await.map_err(auth_error)?;
+            let token_error = |e: TokenError| ImapError::Token { account: account.to_string(), message: e.to_string() };
+            let token = match ClientCredentials::from_config(oauth).map_err(token_error)? {
+                Some(cc) => {
+                    let tls = tls_config(cfg, account)?;
+                    let token = cc.token(&tls, limit).await.map_err(token_error)?;
+                    let secret = token.secret().to_string();
+                    issued = Some((cc, token));
+                    secret
+                }
+                None => access_token(oauth, limit).await.map_err(auth_error)?,
+            };
             let auth = XOAuth2 { response: xoauth2_response(&cfg.username, &token), sent: false };
             let hint = "check that the access token is current and issued for this mailbox, that the app may \
                         use IMAP (Microsoft 365: IMAP.AccessAsApp plus mailbox permission for its service \
@@ -256,8 +277,13 @@ async fn authenticate(
             command: command.into(),
             after_ms: cfg.command_timeout_ms,
         }),
-        Ok(Ok(session)) => Ok(session),
+        Ok(Ok(session)) => Ok((session, issued.map(|(_, token)| token.renew_at()))),
         Ok(Err(async_imap::error::Error::No(m) | async_imap::error::Error::Bad(m))) => {
+            // A refused token (revoked, or issued without mailbox access) is not offered again: the next
+            // attempt asks the endpoint for a new one.
+            if let Some((cc, token)) = &issued {
+                cc.forget(token).await;
+            }
             Err(auth_error(format!("the server refused {command} ({m}); {hint}")))
         }
         Ok(Err(async_imap::error::Error::Validate(e))) => {
@@ -307,15 +333,15 @@ impl Authenticator for XOAuth2 {
     }
 }
 
-/// The OAuth2 access token for XOAUTH2, from exactly one of `token_file`, `token_env`, `token_command` (run
-/// with `sh -c`, stdout trimmed, killed after `limit`). The error says what to check and never holds the token.
-///
-/// Hook: the OAuth2 client-credentials flow (token endpoint, client id, secret; cached and refreshed before
-/// expiry) becomes a fourth source here, behind the same signature.
+/// The OAuth2 access token for XOAUTH2 from `token_file`, `token_env` or `token_command` (run with `sh -c`,
+/// stdout trimmed, killed after `limit`). The error says what to check and never holds the token. The
+/// fourth source, client credentials (`token_url`), is [`ClientCredentials`](crate::oauth2::ClientCredentials).
 pub async fn access_token(oauth: &OAuth2Config, limit: Duration) -> Result<String, String> {
-    let sources = [oauth.token_file.is_some(), oauth.token_env.is_some(), oauth.token_command.is_some()];
-    if sources.iter().filter(|s| **s).count() != 1 {
-        return Err("set exactly one of `token_file`, `token_env`, `token_command` in [mailboxes.imap.oauth2]".into());
+    crate::oauth2::check_config(oauth).map_err(|e| format!("[mailboxes.imap.oauth2]: {e}"))?;
+    if oauth.token_url.is_some() {
+        return Err(
+            "`token_url` tokens come from the client-credentials flow, not from a file, variable or command".into()
+        );
     }
     let (origin, token) = if let Some(path) = &oauth.token_file {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -411,6 +437,7 @@ mod tests {
             token_file: file.map(|p| p.to_path_buf()),
             token_env: env.map(str::to_string),
             token_command: command.map(str::to_string),
+            ..OAuth2Config::default()
         }
     }
 

@@ -47,6 +47,9 @@ pub enum ImapError {
     /// The server refused the credentials, or they could not be obtained.
     #[error("IMAP authentication for {account} failed: {message}")]
     Auth { account: String, message: String },
+    /// No OAuth2 access token from the token endpoint (client credentials): nothing was sent to the server.
+    #[error("no OAuth2 access token for IMAP {account}: {message}")]
+    Token { account: String, message: String },
     /// A command got no answer in time: the connection is treated as dead.
     #[error(
         "IMAP {command} on {account} got no answer within {after_ms} ms: the connection is treated as dead \

@@ -101,6 +101,11 @@ pub async fn run_mailbox(p: &Pipeline, mailbox: &MailboxConfig, mut shutdown: Sh
             let delay = state.backoff.next_delay();
             let retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
             match &e {
+                ImapError::Token { .. } => tracing::error!(
+                    mailbox = %mailbox.name, error = %e, retry_in_ms,
+                    "IMAP MAILBOX NOT BEING READ: OAUTH2 TOKEN REQUEST FAILED; fix the app registration or client \
+                     secret as the error says (retrying with backoff)"
+                ),
                 ImapError::Auth { .. } | ImapError::Config { .. } => tracing::error!(
                     mailbox = %mailbox.name, error = %e, retry_in_ms,
                     "IMAP MAILBOX NOT BEING READ: cannot log in; fix the configuration or credentials"
@@ -167,6 +172,13 @@ async fn session(
             let _ = s.logout().await;
             return Ok(());
         }
+        // A client-credentials token near expiry: log in again with a fresh one before the server ends the
+        // session (Microsoft 365 does when the token expires). The loop around reconnects at once.
+        if s.token_renew_at().is_some_and(|at| std::time::Instant::now() >= at) {
+            tracing::info!(mailbox = %mailbox.name, "OAuth2 access token due for renewal: reconnecting");
+            let _ = s.logout().await;
+            return Ok(());
+        }
         let pending = s.pending(p.config.limits.max_message_bytes).await?;
         let uids: Vec<u32> = pending.iter().map(|m| m.uid).collect();
         let unchanged = previous.as_ref() == Some(&uids);
@@ -187,7 +199,10 @@ async fn session(
             }
             last_reconciled = Some(std::time::Instant::now());
         }
-        s.wait_for_change(poll, shutdown).await?;
+        // Wake in time to renew the token (checked at the top of the loop).
+        let wait =
+            s.token_renew_at().map_or(poll, |at| poll.min(at.saturating_duration_since(std::time::Instant::now())));
+        s.wait_for_change(wait, shutdown).await?;
     }
 }
 

@@ -129,6 +129,8 @@ pub struct ImapSession {
     awaiting_expunge: BTreeSet<u32>,
     /// The server announced new messages while we were busy.
     new_mail: bool,
+    /// Logged in with a client-credentials token: reconnect with a fresh one from this instant on.
+    token_renew_at: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for ImapSession {
@@ -152,6 +154,7 @@ impl ImapSession {
             idle_renew: Duration::from_secs(cfg.idle_renew_secs.max(1)),
             awaiting_expunge: BTreeSet::new(),
             new_mail: false,
+            token_renew_at: None,
         }
     }
 
@@ -163,6 +166,15 @@ impl ImapSession {
     /// IDLE, MOVE and UIDPLUS as listed after login.
     pub fn capabilities(&self) -> ServerCaps {
         self.caps
+    }
+
+    /// When the access token this session logged in with is due for renewal (client credentials only).
+    pub fn token_renew_at(&self) -> Option<std::time::Instant> {
+        self.token_renew_at
+    }
+
+    pub(crate) fn set_token_renew_at(&mut self, at: Option<std::time::Instant>) {
+        self.token_renew_at = at;
     }
 
     /// Whether the connection is still usable.
