@@ -1,6 +1,7 @@
 //! The daemon's loops: drain each mailbox (file, then settle), drain the outbox, sleep, repeat until
 //! shutdown. A shutdown request lets the message in hand finish; nothing is left half-filed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -110,45 +111,55 @@ pub async fn deliver_with(p: &Pipeline, sender: &Sender) -> anyhow::Result<Drain
 /// The daemon: each IMAP mailbox in its own loop (IDLE or polling, its own reconnects), and every poll
 /// interval the Maildir mailboxes, the outbox and (on its schedule) the retention purge, until shutdown.
 /// With `once`, one pass over everything, then return.
-pub async fn run(p: &Pipeline, shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
+pub async fn run(p: Arc<Pipeline>, shutdown: Shutdown, once: bool) -> anyhow::Result<()> {
     let sender = Sender::from_config(&p.config)?;
-    let imap: Vec<&MailboxConfig> = p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Imap).collect();
+    let imap: Vec<MailboxConfig> = p.config.mailboxes.iter().filter(|m| m.kind == MailboxKind::Imap).cloned().collect();
     if once {
         for mb in &imap {
-            if !holds(p, &mb.name).await {
+            if !holds(&p, &mb.name).await {
                 tracing::warn!(mailbox = %mb.name, "another instance is polling this mailbox; skipped");
                 continue;
             }
-            if let Err(e) = crate::mailbox::imap::drain_once(p, mb, &shutdown).await {
+            if let Err(e) = crate::mailbox::imap::drain_once(&p, mb, &shutdown).await {
                 tracing::error!(mailbox = %mb.name, error = %e, "mailbox failed");
             }
         }
-        local_round(p, &sender, &shutdown, &mut None).await;
+        local_round(&p, &sender, &shutdown, &mut None).await;
         for mb in &p.config.mailboxes {
             let _ = p.store.release_mailbox(&mb.name, instance_id()).await;
         }
         tracing::info!("one pass done");
         return Ok(());
     }
-    // One failing mailbox never stops the others: each loop logs, backs off and reconnects by itself.
-    let imap_loops = futures_util::future::join_all(imap.iter().map(|mb| {
-        let shutdown = shutdown.clone();
-        async move {
-            if let Err(e) = crate::mailbox::imap::run_mailbox(p, mb, shutdown).await {
+    // Each IMAP mailbox and the local loop (Maildir, outbox, purge) are tasks of their own, so they run in
+    // parallel on the runtime's workers. One failing mailbox never stops the others: each loop logs, backs
+    // off and reconnects by itself.
+    let mut tasks = tokio::task::JoinSet::new();
+    for mb in imap {
+        let (p, shutdown) = (p.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            if let Err(e) = crate::mailbox::imap::run_mailbox(&p, &mb, shutdown).await {
                 tracing::error!(mailbox = %mb.name, error = %e, "mailbox stopped");
             }
-        }
-    }));
-    let local = async {
-        let interval = Duration::from_millis(p.config.daemon.poll_interval_ms.max(10));
-        let mut shutdown = shutdown.clone();
+        });
+    }
+    let (local_p, mut local_shutdown) = (p.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        let interval = Duration::from_millis(local_p.config.daemon.poll_interval_ms.max(10));
         let mut last_purge = None;
-        while !shutdown.requested() {
-            local_round(p, &sender, &shutdown, &mut last_purge).await;
-            shutdown.sleep(interval).await;
+        while !local_shutdown.requested() {
+            local_round(&local_p, &sender, &local_shutdown, &mut last_purge).await;
+            local_shutdown.sleep(interval).await;
         }
-    };
-    tokio::join!(imap_loops, local);
+    });
+    while let Some(done) = tasks.join_next().await {
+        // A panic is a bug: let it take the process down as before, for the service manager to restart.
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
     for mb in &p.config.mailboxes {
         let _ = p.store.release_mailbox(&mb.name, instance_id()).await;
     }

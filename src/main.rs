@@ -186,7 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { once } => {
             let config = load_config(&cli)?;
             runtime()?.block_on(async {
-                let pipeline = postroom::daemon::open(config).await?;
+                let pipeline = std::sync::Arc::new(postroom::daemon::open(config).await?);
                 let (stop, shutdown) = postroom::daemon::Shutdown::new();
                 tokio::spawn(async move {
                     if tokio::signal::ctrl_c().await.is_ok() {
@@ -195,7 +195,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 });
                 tracing::info!(mailboxes = pipeline.config.mailboxes.len(), "postroom is watching");
-                postroom::daemon::run(&pipeline, shutdown, *once).await
+                // On a worker, not this thread: I/O wake-ups then stay on the thread that polls the driver.
+                let once = *once;
+                tokio::spawn(postroom::daemon::run(pipeline, shutdown, once)).await?
             })?;
         }
         Command::Process { files, mailbox, json } => {

@@ -330,7 +330,7 @@ fn mailbox(name: &str, cfg: ImapConfig) -> MailboxConfig {
 
 struct Rig {
     app: common::TestApp,
-    p: Pipeline,
+    p: std::sync::Arc<Pipeline>,
 }
 
 /// A workspace whose mailboxes are `mailboxes` (replacing the default ones of the same name).
@@ -346,7 +346,7 @@ async fn rig(mailboxes: Vec<MailboxConfig>) -> Rig {
         postroom::reply::Templates::load(None).unwrap(),
         app.pipeline.store.clone(),
     );
-    Rig { app, p }
+    Rig { app, p: std::sync::Arc::new(p) }
 }
 
 impl Rig {
@@ -373,7 +373,7 @@ impl Rig {
     /// Runs the daemon (every mailbox, each in its own loop) while `watcher` runs.
     async fn run_while<T>(&self, watcher: impl Future<Output = T>) -> T {
         let (stop, shutdown) = Shutdown::new();
-        let run = postroom::daemon::run(&self.p, shutdown, false);
+        let run = postroom::daemon::run(self.p.clone(), shutdown, false);
         let watch = async {
             let t = watcher.await;
             stop.send(true).unwrap();
