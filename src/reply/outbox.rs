@@ -121,11 +121,14 @@ pub async fn drain<T: Transport>(store: &Store, transport: &T, policy: &RetryPol
         let due = store.claim_replies(after, CLAIM_BATCH, policy.lease_ms).await?;
         let Some(last) = due.last() else { return Ok(done) };
         after = last.id;
+        // Which instance holds which replies (several share one outbox): `POSTROOM_LOG=postroom::reply::outbox=debug`.
+        tracing::debug!(ids = ?due.iter().map(|r| r.id).collect::<Vec<_>>(), "replies claimed");
         for reply in &due {
             match transport.send(reply).await {
                 Ok(()) => {
                     crate::failpoint::hit("before_reply_sent");
                     store.mark_reply_sent(reply.id).await?;
+                    tracing::debug!(outbox_id = reply.id, kind = %reply.kind, "reply sent");
                     done.sent += 1;
                 }
                 Err(e) => {

@@ -310,8 +310,14 @@ async fn drain(
     // The least suspect first: a message that only shared a batch with a bad one is not held up by it.
     suspects.sort_by_key(|m| (failures(m.uid, state), m.uid));
     let batches = fresh.chunks(cfg.fetch_batch.max(1)).map(<[u32]>::to_vec).chain(suspects.iter().map(|m| vec![m.uid]));
+    // A backlog can take longer to drain than the lease lasts: renew it as we go (every third of the lease, as
+    // between rounds), so no other instance starts draining the same inbox; once lost, settle what is filed
+    // and stop.
+    let renew_every = Duration::from_millis(u64::try_from(crate::daemon::lease_ms(&p.config)).unwrap_or(30_000)) / 3;
+    let mut renewed = std::time::Instant::now();
+    let mut lost = false;
     for batch in batches {
-        if shutdown.requested() {
+        if shutdown.requested() || lost {
             break;
         }
         let fetched = match s.fetch(&batch).await {
@@ -369,6 +375,13 @@ async fn drain(
             }
             if shutdown.requested() {
                 break;
+            }
+            if renewed.elapsed() >= renew_every {
+                if !crate::daemon::holds(p, &mailbox.name).await {
+                    lost = true;
+                    break;
+                }
+                renewed = std::time::Instant::now();
             }
         }
         crate::failpoint::hit("imap_before_settle");
