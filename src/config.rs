@@ -566,6 +566,15 @@ impl Config {
         {
             return Err("smtp: tls = \"none\" is allowed only for a loopback host".into());
         }
+        if let Some(smtp) = &self.smtp
+            && self.outbox.claim_lease_secs < smtp.timeout_secs.saturating_mul(2)
+        {
+            // A claim must outlast a send, or another instance could take a reply that is still being sent.
+            return Err(format!(
+                "outbox.claim_lease_secs ({}) must be at least twice smtp.timeout_secs ({})",
+                self.outbox.claim_lease_secs, smtp.timeout_secs
+            ));
+        }
         if self.reference.prefix.is_empty() || !self.reference.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err("reference.prefix must be letters and digits, like N or TESTN".into());
         }

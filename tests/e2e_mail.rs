@@ -67,6 +67,7 @@ host = "{host}"
 port = {smtp_port}
 tls = "none"
 retry_base_ms = 200
+timeout_secs = 1
 
 [daemon]
 poll_interval_ms = 200
@@ -74,7 +75,7 @@ poll_interval_ms = 200
 mailbox_lease_secs = 1
 
 [outbox]
-claim_lease_secs = 1
+claim_lease_secs = 2
 "#,
             host = servers.host,
             imap_port = servers.imap_port,

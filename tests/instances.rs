@@ -406,6 +406,7 @@ host = "{host}"
 port = {smtp_port}
 tls = "none"
 retry_base_ms = 200
+timeout_secs = 2
 
 [daemon]
 poll_interval_ms = 100

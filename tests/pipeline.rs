@@ -340,7 +340,12 @@ async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() 
     let a = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-a") };
     let b = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-b") };
     let store = &app.pipeline.store;
-    let policy = postroom::reply::outbox::RetryPolicy { max_attempts: 3, retry_base_ms: 1000, lease_ms: 60_000 };
+    let policy = postroom::reply::outbox::RetryPolicy {
+        max_attempts: 3,
+        retry_base_ms: 1000,
+        lease_ms: 60_000,
+        send_timeout_ms: 5_000,
+    };
     let (da, db) = tokio::join!(
         postroom::reply::outbox::drain(store, &a, &policy),
         postroom::reply::outbox::drain(store, &b, &policy)
@@ -356,4 +361,62 @@ async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() 
     assert_eq!(na.len() + nb.len(), 40);
     assert!(na.is_disjoint(&nb), "a reply was sent by both senders");
     assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 40)]);
+}
+
+/// Writes replies like [`FileTransport`](postroom::reply::outbox::FileTransport), slowly: a server slower
+/// than the claim lease. (The real-server behaviour of sending is in tests/smtp.rs; this is about the claim.)
+struct SlowTransport(postroom::reply::outbox::FileTransport, std::time::Duration);
+
+impl postroom::reply::outbox::Transport for SlowTransport {
+    async fn send(&self, reply: &postroom::store::DueReply) -> Result<(), postroom::reply::outbox::SendError> {
+        tokio::time::sleep(self.1).await;
+        self.0.send(reply).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_slower_than_its_claim_hands_replies_back_instead_of_racing_another_sender() {
+    let app = TestApp::start().await;
+    for i in 0..12 {
+        let raw = app.email_from(&format!("slow{i}@elsewhere.example"), &format!("slow{i}@x"), "hello", vec![]);
+        assert_eq!(app.process(&format!("s{i}"), &raw).await.reply.as_deref(), Some("no_form"));
+    }
+    let dir = |name: &str| app.dir.path().join(name);
+    // Each send takes 250 ms; a claim of ten lasts 1 s: without the hand-back the fast sender would take the
+    // slow one's replies once its claim ran out, while the slow one was still sending them.
+    let slow = SlowTransport(
+        postroom::reply::outbox::FileTransport { dir: dir("slow") },
+        std::time::Duration::from_millis(250),
+    );
+    let fast = postroom::reply::outbox::FileTransport { dir: dir("fast") };
+    let store = &app.pipeline.store;
+    let policy = postroom::reply::outbox::RetryPolicy {
+        max_attempts: 3,
+        retry_base_ms: 1000,
+        lease_ms: 1_000,
+        send_timeout_ms: 300,
+    };
+    let slow_drain = postroom::reply::outbox::drain(store, &slow, &policy);
+    let fast_drain = async {
+        // Starts once the slow sender has claimed, and keeps coming back like the daemon's outbox loop.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut sent = 0;
+        for _ in 0..40 {
+            sent += postroom::reply::outbox::drain(store, &fast, &policy).await.unwrap().sent;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        sent
+    };
+    let (slow_done, fast_sent) = tokio::join!(slow_drain, fast_drain);
+    let slow_sent = slow_done.unwrap().sent;
+    let names = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    };
+    let (ns, nf) = (names(&dir("slow")), names(&dir("fast")));
+    assert!(ns.is_disjoint(&nf), "a reply was sent by both senders: {:?}", ns.intersection(&nf).collect::<Vec<_>>());
+    assert_eq!((ns.len() + nf.len(), slow_sent + fast_sent), (12, 12), "slow {slow_sent}, fast {fast_sent}");
+    assert!(!nf.is_empty() && !ns.is_empty(), "both senders sent: slow {ns:?}, fast {nf:?}");
+    assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 12)]);
 }

@@ -75,16 +75,22 @@ pub struct RetryPolicy {
     pub retry_base_ms: i64,
     /// How long a claim holds a reply (see `outbox.claim_lease_secs`).
     pub lease_ms: i64,
+    /// The longest one send may take (`smtp.timeout_secs`): a reply is sent only while its claim outlasts it.
+    pub send_timeout_ms: i64,
 }
 
 impl RetryPolicy {
     pub fn from_config(config: &crate::config::Config) -> RetryPolicy {
-        let (max_attempts, retry_base_ms) = match &config.smtp {
-            Some(s) => (s.max_attempts, s.retry_base_ms),
-            None => (10, 30_000),
+        let (max_attempts, retry_base_ms, send_timeout_ms) = match &config.smtp {
+            Some(s) => (
+                s.max_attempts,
+                s.retry_base_ms,
+                i64::try_from(s.timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+            ),
+            None => (10, 30_000, 30_000),
         };
         let lease_ms = i64::try_from(config.outbox.claim_lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-        RetryPolicy { max_attempts, retry_base_ms, lease_ms }
+        RetryPolicy { max_attempts, retry_base_ms, lease_ms, send_timeout_ms }
     }
 }
 
@@ -118,12 +124,27 @@ pub async fn drain<T: Transport>(store: &Store, transport: &T, policy: &RetryPol
     let mut done = Drained::default();
     let mut after = 0;
     loop {
+        let claimed_at = std::time::Instant::now();
         let due = store.claim_replies(after, CLAIM_BATCH, policy.lease_ms).await?;
         let Some(last) = due.last() else { return Ok(done) };
         after = last.id;
         // Which instance holds which replies (several share one outbox): `POSTROOM_LOG=postroom::reply::outbox=debug`.
         tracing::debug!(ids = ?due.iter().map(|r| r.id).collect::<Vec<_>>(), "replies claimed");
-        for reply in &due {
+        for (i, reply) in due.iter().enumerate() {
+            // A slow server can outlast the claim, and then another sender may take the reply: send only while
+            // the claim outlasts a whole send; hand the rest back at once rather than at the claim's end.
+            let held_ms = i64::try_from(claimed_at.elapsed().as_millis()).unwrap_or(i64::MAX);
+            if i > 0 && held_ms.saturating_add(policy.send_timeout_ms) >= policy.lease_ms {
+                let rest: Vec<i64> = due[i..].iter().map(|r| r.id).collect();
+                tracing::warn!(
+                    count = rest.len(),
+                    held_ms,
+                    "the outbox claim runs out before another send could finish: handed back"
+                );
+                store.release_replies(&rest).await?;
+                after = reply.id - 1;
+                break;
+            }
             match transport.send(reply).await {
                 Ok(()) => {
                     crate::failpoint::hit("before_reply_sent");

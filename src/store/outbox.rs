@@ -71,6 +71,21 @@ impl Store {
         Ok(replies)
     }
 
+    /// Hands claimed replies back unsent: due again at once.
+    pub async fn release_replies(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET next_attempt_at = $1 WHERE id = $2 AND status = 'pending'")
+                .bind(now)
+                .bind(*id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn mark_reply_sent(&self, id: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE outbox SET status = 'sent', sent_at = $1, attempts = attempts + 1 WHERE id = $2")
             .bind(now_ms())
