@@ -115,6 +115,16 @@ impl FormResult {
     }
 }
 
+/// A candidate form's SHA-256 and what the reader made of it.
+type FormRead = (String, Result<crate::forms::ExtractedForm, extract::ExtractError>);
+
+/// What needs no database, worked out before a batch's transaction: the parsed email and its forms read.
+struct Prepared {
+    parsed: Result<Message, crate::message::MessageError>,
+    /// One per candidate form, in order.
+    read: Vec<FormRead>,
+}
+
 /// The decision about a message before it is filed.
 struct Decision {
     status: &'static str,
@@ -185,10 +195,13 @@ impl Pipeline {
         let recorded = self.store.record_many(&inbound).await?;
         crate::failpoint::hit("after_record");
 
+        // The CPU-bound work first, outside the transaction, so the database is held only for lookups and
+        // writes (on SQLite the batch holds the one write lock the outbox needs too).
+        let prepared = self.prepare_all(batch, &recorded);
         let mut filing = self.store.begin_batch().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        for (m, recorded) in batch.iter().zip(recorded) {
-            outcomes.push(self.file_one(&mut filing, mailbox, m, recorded).await);
+        for ((m, recorded), prepared) in batch.iter().zip(recorded).zip(prepared) {
+            outcomes.push(self.file_one(&mut filing, mailbox, m, recorded, prepared).await);
         }
         filing.commit().await?;
         crate::failpoint::hit("after_commit");
@@ -200,6 +213,45 @@ impl Pipeline {
         Ok(outcomes)
     }
 
+    /// Parses a message and reads each of its candidate forms: everything about it that needs no database.
+    fn prepare(&self, raw: &[u8]) -> Prepared {
+        let parsed = crate::message::parse(raw, &self.config.limits.message());
+        let read = match &parsed {
+            Ok(m) => m
+                .candidate_forms()
+                .map(|a| {
+                    let form = extract::extract(&a.bytes, &self.catalog, &self.config.limits.docx());
+                    (crate::sha256_hex(&a.bytes), form)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Prepared { parsed, read }
+    }
+
+    /// [`Pipeline::prepare`] for every message of a batch not filed before, on two threads.
+    fn prepare_all(&self, batch: &[Incoming<'_>], recorded: &[Recorded]) -> Vec<Option<Prepared>> {
+        let work = |range: std::ops::Range<usize>| -> Vec<Option<Prepared>> {
+            range
+                .map(|i| match (batch.get(i), recorded.get(i)) {
+                    (Some(m), Some(Recorded::New { .. } | Recorded::Unfinished { .. })) => Some(self.prepare(m.raw)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let half = batch.len() / 2;
+        if half == 0 {
+            return work(0..batch.len());
+        }
+        std::thread::scope(|scope| {
+            let second = scope.spawn(|| work(half..batch.len()));
+            let mut all = work(0..half);
+            // A panic there (parsing and reading already catch their own) leaves the rest to be done here.
+            all.extend(second.join().unwrap_or_else(|_| (half..batch.len()).map(|_| None).collect()));
+            all
+        })
+    }
+
     /// Decides and files one recorded message inside `batch`, in a savepoint of its own.
     async fn file_one(
         &self,
@@ -207,6 +259,7 @@ impl Pipeline {
         mailbox: &MailboxConfig,
         m: &Incoming<'_>,
         recorded: Recorded,
+        prepared: Option<Prepared>,
     ) -> Result<Outcome, PipelineError> {
         let (ledger_id, sha256) = match recorded {
             Recorded::Filed { id, status } => {
@@ -214,12 +267,15 @@ impl Pipeline {
             }
             Recorded::New { id, sha256 } | Recorded::Unfinished { id, sha256 } => (id, sha256),
         };
-        let parsed = crate::message::parse(m.raw, &self.config.limits.message());
+        let Prepared { parsed, read } = match prepared {
+            Some(p) => p,
+            None => self.prepare(m.raw),
+        };
         let message = parsed.as_ref().ok();
         for attempt in 0..3 {
             let mut db = batch.message().await?;
             let decision = match &parsed {
-                Ok(msg) => self.decide(&mut db, ledger_id, mailbox, msg, m.received_at).await?,
+                Ok(msg) => self.decide(&mut db, ledger_id, mailbox, msg, &read, m.received_at).await?,
                 Err(e) => Decision::without_reply("quarantined", e.reason_code()),
             };
             let filing = self.filing(ledger_id, &sha256, mailbox, message, &decision, m.received_at)?;
@@ -292,6 +348,7 @@ impl Pipeline {
         ledger_id: i64,
         mailbox: &MailboxConfig,
         m: &Message,
+        read: &[FormRead],
         received_at: DateTime<Utc>,
     ) -> Result<Decision, PipelineError> {
         let env = &m.envelope;
@@ -319,7 +376,7 @@ impl Pipeline {
         let sender = from.address.comparison_key().to_string();
 
         let candidates: Vec<_> = m.candidate_forms().collect();
-        let shas: Vec<String> = candidates.iter().map(|a| crate::sha256_hex(&a.bytes)).collect();
+        let shas: Vec<String> = read.iter().map(|(sha, _)| sha.clone()).collect();
         if let Some(mid) = &env.message_id
             && let Some(original) = queries::find_redelivery(db, ledger_id, mid, &sender, &shas).await?
         {
@@ -380,7 +437,8 @@ impl Pipeline {
                 sender_refused: false,
                 first_part: None,
             };
-            match extract::extract(&attachment.bytes, &self.catalog, &self.config.limits.docx()) {
+            let unread = Err(extract::ExtractError::Unreadable);
+            match read.get(index).map_or(&unread, |(_, r)| r) {
                 Err(e) => {
                     let code = e.reason_code();
                     if code.starts_with("size:") {
@@ -403,7 +461,7 @@ impl Pipeline {
                             received_at,
                             forms_url: &self.config.mail.forms_url,
                         };
-                        let checked = validate::check_form(&def, &extracted, &ctx);
+                        let checked = validate::check_form(&def, extracted, &ctx);
                         form.problems.extend(checked.problems.iter().cloned());
                         let needs_location = def.field("location_id").is_some_and(|f| f.required);
                         let authority = crate::registry::check(
