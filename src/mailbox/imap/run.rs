@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::session::{ImapSession, Pending};
+use super::session::{FetchedMessage, ImapSession, Pending};
 use super::{ImapError, connect};
 use crate::config::{FoldersConfig, ImapConfig, MailboxConfig};
 use crate::daemon::Shutdown;
@@ -277,7 +277,6 @@ async fn drain(
     state: &mut State,
     shutdown: &Shutdown,
 ) -> Result<usize, ImapError> {
-    let batch_size = p.config.daemon.batch_size.max(1);
     let present: BTreeSet<u32> = pending.iter().map(|m| m.uid).collect();
     state.fetch_failures.retain(|uid, _| present.contains(uid));
     let failures = |uid: u32, state: &State| state.fetch_failures.get(&uid).copied().unwrap_or(0);
@@ -314,25 +313,16 @@ async fn drain(
     // between rounds), so no other instance starts draining the same inbox; once lost, settle what is filed
     // and stop.
     let renew_every = Duration::from_millis(u64::try_from(crate::daemon::lease_ms(&p.config)).unwrap_or(30_000)) / 3;
-    let mut renewed = std::time::Instant::now();
-    let mut lost = false;
-    for batch in batches {
-        if shutdown.requested() || lost {
+    let mut lease = LeaseRenewal { every: renew_every, renewed: std::time::Instant::now(), lost: false };
+    // A pipeline on one connection: while a batch is filed, the one before it is moved out of the inbox and
+    // the next one fetched, so the server's round trips overlap the filing instead of adding to it.
+    let mut batches = batches;
+    let mut in_hand = fetch_next(s, &mut batches, state, mailbox).await?;
+    let mut unsettled: Vec<(u32, i64, String)> = Vec::new();
+    while let Some((batch, fetched)) = in_hand.take() {
+        if shutdown.requested() || lease.lost {
             break;
         }
-        let fetched = match s.fetch(&batch).await {
-            Ok(f) => f,
-            Err(e) => {
-                for uid in &batch {
-                    *state.fetch_failures.entry(*uid).or_default() += 1;
-                }
-                if e.is_connection_lost() {
-                    return Err(e);
-                }
-                tracing::warn!(mailbox = %mailbox.name, error = %e, count = batch.len(), "fetch refused");
-                continue;
-            }
-        };
         for uid in &batch {
             if !fetched.iter().any(|f| f.uid == *uid) {
                 // Gone (another instance settled it) or withheld; a withheld one is still pending next time.
@@ -343,51 +333,116 @@ async fn drain(
         for m in &fetched {
             state.fetch_failures.remove(&m.uid);
         }
-        let keys: Vec<String> = fetched.iter().map(|m| source_key(uidvalidity, m.uid)).collect();
-        let now = Utc::now();
-        let incoming: Vec<Incoming> = fetched
-            .iter()
-            .zip(&keys)
-            .map(|(m, key)| Incoming {
-                source_key: key,
-                raw: &m.raw,
-                received_at: m.internal_date.filter(|d| *d <= now).unwrap_or(now),
-            })
-            .collect();
-        let mut done = Vec::with_capacity(fetched.len());
-        // `daemon.batch_size` messages per durable commit.
-        for (chunk, uids) in incoming.chunks(batch_size).zip(fetched.chunks(batch_size)) {
-            match p.process_batch(mailbox, chunk).await {
-                Ok(outcomes) => {
-                    for ((outcome, m), f) in outcomes.into_iter().zip(chunk).zip(uids) {
-                        match outcome {
-                            Ok(o) => done.push((f.uid, o.ledger_id, folder_name(&cfg.folders, o.folder).to_string())),
-                            // Left in the inbox, tried again next round; the others go on.
-                            Err(e) => {
-                                tracing::error!(mailbox = %mailbox.name, key = m.source_key, error = %e, "cannot file message; will retry")
-                            }
+        let previous = std::mem::take(&mut unsettled);
+        let filing = file_fetched(p, mailbox, cfg, uidvalidity, &fetched, shutdown, &mut lease);
+        let io = async {
+            let moved = if previous.is_empty() {
+                0
+            } else {
+                crate::failpoint::hit("imap_before_settle");
+                settle(p, mailbox, s, &previous).await?
+            };
+            let next = if shutdown.requested() { None } else { fetch_next(s, &mut batches, state, mailbox).await? };
+            Ok::<_, ImapError>((moved, next))
+        };
+        let (done, io) = tokio::join!(filing, io);
+        // On an error the batch just filed stays in the inbox: the next round finds it filed and moves it.
+        let (moved, next) = io?;
+        settled += moved;
+        unsettled = done;
+        in_hand = next;
+    }
+    if !unsettled.is_empty() {
+        crate::failpoint::hit("imap_before_settle");
+        settled += settle(p, mailbox, s, &unsettled).await?;
+    }
+    Ok(settled)
+}
+
+/// When the mailbox lease was last renewed during a drain, and whether it was lost.
+struct LeaseRenewal {
+    every: Duration,
+    renewed: std::time::Instant,
+    lost: bool,
+}
+
+/// Fetches the next batch the server hands over; a refused one counts against its messages and is skipped.
+async fn fetch_next(
+    s: &mut ImapSession,
+    batches: &mut impl Iterator<Item = Vec<u32>>,
+    state: &mut State,
+    mailbox: &MailboxConfig,
+) -> Result<Option<(Vec<u32>, Vec<FetchedMessage>)>, ImapError> {
+    for batch in batches.by_ref() {
+        match s.fetch(&batch).await {
+            Ok(fetched) => return Ok(Some((batch, fetched))),
+            Err(e) => {
+                for uid in &batch {
+                    *state.fetch_failures.entry(*uid).or_default() += 1;
+                }
+                if e.is_connection_lost() {
+                    return Err(e);
+                }
+                tracing::warn!(mailbox = %mailbox.name, error = %e, count = batch.len(), "fetch refused");
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Files fetched messages, `daemon.batch_size` per durable commit, renewing the mailbox lease as it goes (a
+/// backlog can take longer than the lease lasts; once lost, it stops). Returns what was filed, to settle.
+async fn file_fetched(
+    p: &Pipeline,
+    mailbox: &MailboxConfig,
+    cfg: &ImapConfig,
+    uidvalidity: u32,
+    fetched: &[FetchedMessage],
+    shutdown: &Shutdown,
+    lease: &mut LeaseRenewal,
+) -> Vec<(u32, i64, String)> {
+    let batch_size = p.config.daemon.batch_size.max(1);
+    let keys: Vec<String> = fetched.iter().map(|m| source_key(uidvalidity, m.uid)).collect();
+    let now = Utc::now();
+    let incoming: Vec<Incoming> = fetched
+        .iter()
+        .zip(&keys)
+        .map(|(m, key)| Incoming {
+            source_key: key,
+            raw: &m.raw,
+            received_at: m.internal_date.filter(|d| *d <= now).unwrap_or(now),
+        })
+        .collect();
+    let mut done = Vec::with_capacity(fetched.len());
+    for (chunk, uids) in incoming.chunks(batch_size).zip(fetched.chunks(batch_size)) {
+        match p.process_batch(mailbox, chunk).await {
+            Ok(outcomes) => {
+                for ((outcome, m), f) in outcomes.into_iter().zip(chunk).zip(uids) {
+                    match outcome {
+                        Ok(o) => done.push((f.uid, o.ledger_id, folder_name(&cfg.folders, o.folder).to_string())),
+                        // Left in the inbox, tried again next round; the others go on.
+                        Err(e) => {
+                            tracing::error!(mailbox = %mailbox.name, key = m.source_key, error = %e, "cannot file message; will retry")
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::error!(mailbox = %mailbox.name, count = chunk.len(), error = %e, "cannot file a batch; will retry")
-                }
             }
-            if shutdown.requested() {
-                break;
-            }
-            if renewed.elapsed() >= renew_every {
-                if !crate::daemon::holds(p, &mailbox.name).await {
-                    lost = true;
-                    break;
-                }
-                renewed = std::time::Instant::now();
+            Err(e) => {
+                tracing::error!(mailbox = %mailbox.name, count = chunk.len(), error = %e, "cannot file a batch; will retry")
             }
         }
-        crate::failpoint::hit("imap_before_settle");
-        settled += settle(p, mailbox, s, &done).await?;
+        if shutdown.requested() {
+            break;
+        }
+        if lease.renewed.elapsed() >= lease.every {
+            if !crate::daemon::holds(p, &mailbox.name).await {
+                lease.lost = true;
+                break;
+            }
+            lease.renewed = std::time::Instant::now();
+        }
     }
-    Ok(settled)
+    done
 }
 
 /// Moves filed messages out of the inbox, then records where they went.
