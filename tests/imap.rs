@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::until;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -201,20 +203,6 @@ impl Rig {
     /// Runs the mailbox loop until `n` messages are settled (false after `limit`).
     async fn run_until_settled(&self, n: i64, limit: Duration) -> bool {
         self.run_while(until(limit, async || self.settled().await == n)).await.0
-    }
-}
-
-/// Whether `cond` comes true within `limit` (checked every 20 ms).
-async fn until(limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if cond().await {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::until;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -382,20 +384,6 @@ impl Rig {
         let (result, t) = tokio::join!(run, watch);
         result.unwrap();
         t
-    }
-}
-
-/// Whether `cond` comes true within `limit`.
-async fn until(limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let started = Instant::now();
-    loop {
-        if cond().await {
-            return true;
-        }
-        if started.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

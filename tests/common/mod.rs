@@ -141,3 +141,17 @@ impl TestApp {
 pub fn codes(o: &Outcome) -> Vec<&'static str> {
     o.problems.iter().map(|p| p.code.as_str()).collect()
 }
+
+/// Whether `cond` comes true within `limit` (checked every 20 ms).
+pub async fn until(limit: std::time::Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if cond().await {
+            return true;
+        }
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
