@@ -279,6 +279,12 @@ pub struct SmtpConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// `login` (AUTH PLAIN or LOGIN with the password) or `xoauth2` (AUTH XOAUTH2 with a token from the
+    /// `[smtp.oauth2]` table, the same sources as an IMAP mailbox's; Microsoft 365's SMTP.SendAsApp).
+    #[serde(default = "default_imap_auth")]
+    pub auth: ImapAuth,
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
     /// Extra CA certificate (PEM) to trust.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -565,6 +571,16 @@ impl Config {
             && !is_loopback(&smtp.host)
         {
             return Err("smtp: tls = \"none\" is allowed only for a loopback host".into());
+        }
+        if let Some(smtp) = &self.smtp
+            && smtp.auth == ImapAuth::Xoauth2
+        {
+            let (Some(oauth), Some(_)) = (&smtp.oauth2, &smtp.username) else {
+                return Err(
+                    "smtp: auth = \"xoauth2\" needs `username` (the sending mailbox) and an [smtp.oauth2] table".into(),
+                );
+            };
+            crate::oauth2::check_config(oauth).map_err(|e| format!("[smtp.oauth2]: {e}"))?;
         }
         if let Some(smtp) = &self.smtp
             && self.outbox.claim_lease_secs < smtp.timeout_secs.saturating_mul(2)

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::mail::{Servers, servers, skip_or_fail, unique_address};
-use postroom::config::{ImapConfig, MailboxConfig, MailboxKind, OAuth2Config};
+use postroom::config::{ImapConfig, MailboxConfig, MailboxKind, OAuth2Config, SmtpConfig, TlsMode};
 use postroom::daemon::Shutdown;
 use postroom::mailbox::imap::{self, ImapError};
 use postroom::pipeline::Pipeline;
@@ -647,4 +647,74 @@ async fn an_https_token_endpoint_with_a_private_certificate_is_trusted_through_c
     let mut s = imap::connect(&cfg).await.unwrap_or_else(|e| panic!("with ca_file: {e}"));
     s.logout().await.unwrap();
     assert_eq!(oauth.with(&id, |c| (c.requests.len(), c.active)), (1, 1));
+}
+
+/// `[smtp]` logging in to Postfix (which asks Dovecot, which introspects the token) with XOAUTH2 as `user`.
+fn smtp_xoauth2(srv: &Servers, user: &str, oauth: &OAuthServer, id: &str, secret: &Path) -> SmtpConfig {
+    SmtpConfig {
+        host: srv.host.clone(),
+        port: srv.smtp_port,
+        tls: TlsMode::Starttls,
+        username: Some(user.to_string()),
+        password: None,
+        password_file: None,
+        auth: postroom::config::ImapAuth::Xoauth2,
+        oauth2: Some(OAuth2Config {
+            token_url: Some(oauth.token_url()),
+            client_id: Some(id.to_string()),
+            client_secret_file: Some(secret.to_path_buf()),
+            scope: Some(SCOPE.into()),
+            refresh_margin_secs: 60,
+            ..OAuth2Config::default()
+        }),
+        ca_file: Some(srv.ca.clone().into()),
+        timeout_secs: 10,
+        max_attempts: 5,
+        retry_base_ms: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_leave_by_smtp_logged_in_with_an_xoauth2_token_and_a_refused_secret_is_retried_not_failed() {
+    let (Some(srv), Some(oauth)) = (servers(), oauth_server()) else { return };
+    capture_logs();
+    let sender = unique_address("smtp-oauth-sender");
+    let (id, secret) = oauth.register(&sender, 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("client-secret");
+    std::fs::write(&secret_file, "not-the-secret\n").unwrap();
+
+    let mut app = common::TestApp::start().await;
+    app.pipeline.config.smtp = Some(smtp_xoauth2(&srv, &sender, oauth, &id, &secret_file));
+    let provider = unique_address("smtp-oauth-provider");
+    let o = app.process("k", &app.email_from(&provider, &format!("{provider}.orig"), "hello", vec![])).await;
+    assert_eq!(o.reply.as_deref(), Some("no_form"));
+
+    // A wrong secret: the token endpoint says invalid_client; the reply waits, it is not given up.
+    let drained = postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert_eq!((drained.sent, drained.retrying, drained.failed), (0, 1, 0), "{drained:?}");
+    let (status, error): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM outbox").fetch_one(app.pipeline.store.pool()).await.unwrap();
+    let error = error.unwrap_or_default();
+    assert_eq!(status, "pending");
+    assert!(error.contains("no OAuth2 token for SMTP") && error.contains("invalid_client"), "{error}");
+    assert!(!error.contains("not-the-secret"), "the secret is never in an error: {error}");
+    let logged = logs();
+    assert!(logged.contains("SMTP REPLIES NOT BEING SENT"), "a loud log line");
+    assert!(!logged.contains("not-the-secret"), "the secret is never logged");
+
+    // The secret fixed (no restart): the reply goes out over a session logged in with a current token.
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let drained = postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert_eq!(drained.sent, 1, "{drained:?}");
+    let got = common::mail::Imap::wait_for(&srv, &provider, "INBOX", 1, Duration::from_secs(10));
+    assert_eq!(got.len(), 1, "one reply in {provider}'s mailbox");
+    assert!(got[0].contains("Subject: Action needed: no notification form found"), "{}", got[0]);
+    oauth.with(&id, |c| {
+        assert_eq!(c.requests.len(), 2, "one refused and one granted token request");
+        assert_eq!(c.issued.len(), 1);
+        assert!(c.active >= 1, "Dovecot checked the token for Postfix's AUTH");
+        assert_eq!(c.refused, 0);
+    });
 }

@@ -22,6 +22,8 @@ fn smtp(servers: &Servers, tls: TlsMode) -> SmtpConfig {
         username: (tls != TlsMode::None).then(|| "postroom@postroom.test".to_string()),
         password: (tls != TlsMode::None).then(|| servers.password.clone()),
         password_file: None,
+        auth: postroom::config::ImapAuth::Login,
+        oauth2: None,
         ca_file: Some(servers.ca.clone().into()),
         timeout_secs: 5,
         max_attempts: 3,
@@ -148,4 +150,22 @@ async fn replies_due_while_the_smtp_server_is_down_are_delivered_once_when_it_re
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "one distinct Message-ID per (message, kind)");
+}
+
+#[tokio::test]
+async fn a_refused_login_is_retried_as_a_configuration_fault_never_given_up_as_the_replys() {
+    let Some(servers) = servers() else { return };
+    let mut config = smtp(&servers, TlsMode::Starttls);
+    config.password = Some("wrong-password".into());
+    let app = app_with(config).await;
+    let provider = unique_address("smtp-badlogin");
+    app.process("k", &app.email_from(&provider, &format!("{provider}.orig"), "x", vec![])).await;
+    let drained = postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert_eq!((drained.sent, drained.retrying, drained.failed), (0, 1, 0), "{drained:?}");
+    let (status, attempts, error) = outbox_row(&app).await;
+    let error = error.unwrap_or_default();
+    // Postfix answers 535, a 5xx: still the configuration's fault, so the reply waits for it to be fixed.
+    assert_eq!((status.as_str(), attempts), ("pending", 1), "{error}");
+    assert!(error.contains("refused the login") && error.contains("535"), "{error}");
+    assert!(!error.contains("wrong-password"), "{error}");
 }

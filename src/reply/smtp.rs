@@ -23,10 +23,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::outbox::{SendError, Transport};
-use crate::config::{Config, SmtpConfig, TlsMode};
+use crate::config::{Config, ImapAuth, OAuth2Config, SmtpConfig, TlsMode};
+use crate::oauth2::ClientCredentials;
 use crate::store::DueReply;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +51,32 @@ enum Security {
     Starttls(TlsParameters),
 }
 
+/// How the session authenticates.
+enum Login {
+    None,
+    Password(Credentials),
+    OAuth2(Box<OAuth2Login>),
+}
+
+/// AUTH XOAUTH2 as `user` with a token from `oauth` (client credentials: cached and renewed).
+struct OAuth2Login {
+    user: String,
+    oauth: OAuth2Config,
+    client: Option<ClientCredentials>,
+    tls: Arc<ClientConfig>,
+}
+
 pub struct SmtpTransport {
     host: String,
     port: u16,
     security: Security,
-    credentials: Option<Credentials>,
+    login: Login,
     timeout: Duration,
     hello: ClientId,
     /// Envelope sender per mailbox name.
     senders: HashMap<String, String>,
     /// The open connection between sends, and when it was last used.
-    idle: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Option<Idle>>,
 }
 
 impl SmtpTransport {
@@ -101,16 +118,29 @@ impl SmtpTransport {
             ),
             (None, None) => None,
         };
-        let credentials = match (&smtp.username, password) {
-            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password)),
-            _ => None,
+        let login = match (&smtp.auth, &smtp.username, password, &smtp.oauth2) {
+            (ImapAuth::Xoauth2, Some(user), _, Some(oauth)) => Login::OAuth2(Box::new(OAuth2Login {
+                user: user.clone(),
+                oauth: oauth.clone(),
+                client: ClientCredentials::from_config(oauth).map_err(|e| SmtpSetupError::Tls(e.to_string()))?,
+                tls: Arc::new(crate::tls::client_config(smtp.ca_file.as_deref()).map_err(SmtpSetupError::Tls)?),
+            })),
+            (ImapAuth::Xoauth2, ..) => {
+                return Err(SmtpSetupError::Tls(
+                    "auth = \"xoauth2\" needs `username` and an [smtp.oauth2] table".into(),
+                ));
+            }
+            (ImapAuth::Login, Some(user), Some(password), _) => {
+                Login::Password(Credentials::new(user.clone(), password))
+            }
+            (ImapAuth::Login, ..) => Login::None,
         };
         let senders = config.mailboxes.iter().map(|m| (m.name.clone(), m.address.clone())).collect();
         Ok(SmtpTransport {
             host: smtp.host.clone(),
             port: smtp.port,
             security,
-            credentials,
+            login,
             timeout: Duration::from_secs(smtp.timeout_secs.max(1)),
             hello: ClientId::default(),
             senders,
@@ -118,8 +148,8 @@ impl SmtpTransport {
         })
     }
 
-    /// Opens, secures and authenticates a new session.
-    async fn open(&self) -> Result<AsyncSmtpConnection, Failure> {
+    /// Opens, secures and authenticates a new session; with an OAuth2 token, also says when to renew it.
+    async fn open(&self) -> Result<(AsyncSmtpConnection, Option<Instant>), Failure> {
         let io = |what: &str, e: io::Error| Failure::Io(format!("{what} {}:{}: {e}", self.host, self.port));
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await.map_err(|e| io("cannot connect to", e))?;
         // Why this module opens the socket itself: see the module comment.
@@ -138,28 +168,77 @@ impl SmtpTransport {
                 AsyncSmtpConnection::connect_with_transport(Box::new(stream), &self.hello).await?
             }
         };
-        if let Some(credentials) = &self.credentials {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials).await?;
+        // A refused login is the configuration's fault, not the reply's: it is retried, never given up as
+        // the 5xx it comes with.
+        let refused = |e: lettre::transport::smtp::Error, hint: &str| {
+            Failure::Login(format!("the SMTP server {}:{} refused the login ({e}); {hint}", self.host, self.port))
+        };
+        match &self.login {
+            Login::None => Ok((conn, None)),
+            Login::Password(credentials) => {
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                    .await
+                    .map_err(|e| refused(e, "check [smtp] username and password / password_file"))?;
+                Ok((conn, None))
+            }
+            Login::OAuth2(login) => {
+                let OAuth2Login { user, oauth, client, tls } = login.as_ref();
+                let token_failed = |message: String| Failure::Login(format!("no OAuth2 token for SMTP: {message}"));
+                let (token, issued) = match client {
+                    Some(cc) => {
+                        let t = cc.token(tls, self.timeout).await.map_err(|e| token_failed(e.to_string()))?;
+                        (t.secret().to_string(), Some(t))
+                    }
+                    None => {
+                        (crate::mailbox::imap::access_token(oauth, self.timeout).await.map_err(token_failed)?, None)
+                    }
+                };
+                let credentials = Credentials::new(user.clone(), token);
+                if let Err(e) = conn.auth(&[Mechanism::Xoauth2], &credentials).await {
+                    // A refused token is not offered again: the next attempt asks the endpoint anew.
+                    if let (Some(cc), Some(t)) = (client, &issued) {
+                        cc.forget(t).await;
+                    }
+                    return Err(refused(
+                        e,
+                        "check that the token is issued for this mailbox and that the app may send as it \
+                         (Microsoft 365: SMTP.SendAsApp and the mailbox's permission for its service principal)",
+                    ));
+                }
+                Ok((conn, issued.map(|t| t.renew_at())))
+            }
         }
-        Ok(conn)
     }
 
-    /// The idle connection if it still answers, else a new one.
-    async fn connection(&self, idle: Option<(AsyncSmtpConnection, Instant)>) -> Result<AsyncSmtpConnection, Failure> {
-        if let Some((mut conn, since)) = idle {
-            if !conn.has_broken() && (since.elapsed() < CHECK_AFTER_IDLE || conn.test_connected().await) {
-                return Ok(conn);
+    /// The idle connection if it still answers (and its token is current), else a new one.
+    async fn connection(&self, idle: Option<Idle>) -> Result<Idle, Failure> {
+        if let Some(mut idle) = idle {
+            let token_current = idle.renew_at.is_none_or(|at| Instant::now() < at);
+            if token_current
+                && !idle.conn.has_broken()
+                && (idle.since.elapsed() < CHECK_AFTER_IDLE || idle.conn.test_connected().await)
+            {
+                return Ok(idle);
             }
-            conn.abort().await;
+            idle.conn.abort().await;
         }
-        self.open().await
+        let (conn, renew_at) = self.open().await?;
+        Ok(Idle { conn, since: Instant::now(), renew_at })
     }
 }
 
-/// Why a send failed: the server's answer or lettre's own error, or our socket's.
+/// A connection kept between sends: when it was last used, and when its OAuth2 token is due for renewal.
+struct Idle {
+    conn: AsyncSmtpConnection,
+    since: Instant,
+    renew_at: Option<Instant>,
+}
+
+/// Why a send failed: the server's answer or lettre's own error, our socket's, or the login.
 enum Failure {
     Smtp(lettre::transport::smtp::Error),
     Io(String),
+    Login(String),
 }
 
 impl From<lettre::transport::smtp::Error> for Failure {
@@ -180,18 +259,19 @@ impl Transport for SmtpTransport {
         // One send at a time over the one connection.
         let mut idle = self.idle.lock().await;
         let attempt = async {
-            let mut conn = self.connection(idle.take()).await?;
-            match conn.send(&envelope, &reply.eml).await {
-                Ok(_) => Ok(conn),
+            let mut open = self.connection(idle.take()).await?;
+            match open.conn.send(&envelope, &reply.eml).await {
+                Ok(_) => Ok(open),
                 Err(e) => {
-                    conn.abort().await;
+                    open.conn.abort().await;
                     Err(Failure::Smtp(e))
                 }
             }
         };
         match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(conn)) => {
-                *idle = Some((conn, Instant::now()));
+            Ok(Ok(mut open)) => {
+                open.since = Instant::now();
+                *idle = Some(open);
                 Ok(())
             }
             // A 5xx answer will not change by trying again; everything else (4xx, refused connection,
@@ -199,6 +279,10 @@ impl Transport for SmtpTransport {
             Ok(Err(Failure::Smtp(e))) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
             Ok(Err(Failure::Smtp(e))) => Err(SendError::Transient(e.to_string())),
             Ok(Err(Failure::Io(m))) => Err(SendError::Transient(m)),
+            Ok(Err(Failure::Login(m))) => {
+                tracing::error!(error = %m, "SMTP REPLIES NOT BEING SENT: cannot log in; fix [smtp] (retried with backoff)");
+                Err(SendError::Transient(m))
+            }
             Err(_) => Err(SendError::Transient(format!(
                 "the SMTP server {}:{} did not answer within {} s",
                 self.host,
