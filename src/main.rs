@@ -285,8 +285,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for mb in pipeline.config.mailboxes.iter().filter(|m| m.imap.is_some()) {
                     let r = postroom::mailbox::imap::reconcile_mailbox(&pipeline, mb).await?;
                     println!(
-                        "{}: inbox unseen {}, filed but not moved {}",
-                        r.mailbox, r.inbox_unseen, r.inbox_filed_not_moved
+                        "{}: inbox unseen {}, filed but not moved {}, unrecorded moves recorded now {}",
+                        r.mailbox, r.inbox_unseen, r.inbox_filed_not_moved, r.moves_recorded
                     );
                     for f in &r.folders {
                         let mark = if i64::from(f.server) == f.ledger { "" } else { "   <- differs" };

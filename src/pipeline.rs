@@ -26,7 +26,8 @@ pub enum Folder {
 }
 
 impl Folder {
-    fn for_status(status: &str) -> Folder {
+    /// The folder a message of this ledger status is settled in.
+    pub fn for_status(status: &str) -> Folder {
         match status {
             "rejected" => Folder::Rejected,
             "quarantined" => Folder::Quarantine,

@@ -404,6 +404,29 @@ fn reconcile_reports_mail_the_ledger_has_not_seen_and_folders_that_disagree() {
     let clean = g.cmd(&["reconcile"]).output().unwrap();
     assert!(clean.status.success(), "all agree after a pass: {}", String::from_utf8_lossy(&clean.stdout));
 
+    // An instance stopped between moving a batch and recording it: the ledger lacks the move. Reconciliation
+    // sees the filed message gone from the inbox and records the move in the folder its outcome names.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let settled = |sql: &'static str| {
+        rt.block_on(async {
+            let mut config = postroom::config::Config::load(Some(&g.config)).unwrap();
+            config.resolve_paths(Some(g.dir.path()));
+            let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+            sqlx::query(sql).execute(store.pool()).await.unwrap();
+            let row = sqlx::query("SELECT COUNT(*), MAX(settled_folder) FROM messages WHERE settled_at IS NOT NULL")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            (sqlx::Row::get::<i64, _>(&row, 0), sqlx::Row::get::<Option<String>, _>(&row, 1))
+        })
+    };
+    assert_eq!(settled("UPDATE messages SET settled_at = NULL, settled_folder = NULL"), (0, None));
+    let repaired = g.cmd(&["reconcile"]).output().unwrap();
+    let report = String::from_utf8_lossy(&repaired.stdout);
+    assert!(repaired.status.success(), "the repair leaves server and ledger agreeing: {report}");
+    assert!(report.contains("unrecorded moves recorded now 1"), "{report}");
+    assert_eq!(settled("SELECT 1"), (1, Some("Rejected".to_string())), "a no-form email is settled in Rejected");
+
     // A person drops a message into Processed by hand, and new mail waits in the inbox.
     let mut imap = Imap::connect(&servers.host, servers.imap_port);
     imap.command(&format!("LOGIN \"{}\" \"{}\"", g.address, servers.password));

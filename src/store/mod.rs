@@ -316,6 +316,24 @@ impl Store {
         Ok(())
     }
 
+    /// Messages of `mailbox` filed (not just received) but never recorded as settled, whose key starts with
+    /// `key_prefix`: `(id, source_key, status)`.
+    pub async fn filed_not_settled(
+        &self,
+        mailbox: &str,
+        key_prefix: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, source_key, status FROM messages WHERE mailbox = $1 AND status <> 'received' \
+             AND settled_at IS NULL AND source_key LIKE $2 ORDER BY id",
+        )
+        .bind(mailbox)
+        .bind(format!("{}%", key_prefix.replace(['%', '_'], "")))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("source_key")?, r.try_get("status")?))).collect()
+    }
+
     /// Which of `keys` the ledger knows in `mailbox`, with their status.
     pub async fn known_keys(&self, mailbox: &str, keys: &[String]) -> Result<Vec<(String, String)>, StoreError> {
         let mut known = Vec::new();

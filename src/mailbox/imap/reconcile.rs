@@ -4,9 +4,10 @@
 
 use serde::Serialize;
 
-use super::{ImapError, ImapSession, run::source_key};
+use super::run::{folder_name, source_key};
+use super::{ImapError, ImapSession};
 use crate::config::{FoldersConfig, MailboxConfig};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Folder, Pipeline};
 
 /// One folder: how many messages the server holds, how many the ledger settled there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,6 +24,9 @@ pub struct Reconciliation {
     pub inbox_unseen: usize,
     /// Messages in the inbox the ledger has filed but that were never moved out (settling is failing).
     pub inbox_filed_not_moved: usize,
+    /// Filed messages gone from the inbox whose move was never recorded (an instance stopped between the
+    /// move and its record): recorded now, in the folder their outcome names.
+    pub moves_recorded: usize,
     pub folders: Vec<FolderCount>,
 }
 
@@ -69,6 +73,25 @@ pub async fn reconcile(
     let known = p.store.known_keys(&mailbox.name, &keys).await?;
     let inbox_filed_not_moved = known.iter().filter(|(_, status)| status != "received").count();
     let inbox_unseen = keys.len() - known.len();
+    // Filed under this UIDVALIDITY, not settled, and no longer in the inbox: moved by an instance that
+    // stopped before recording it (the move comes first, so a crash never loses mail, only the record).
+    let in_inbox: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let unrecorded: Vec<(i64, &str)> = p
+        .store
+        .filed_not_settled(&mailbox.name, &format!("{uidvalidity}:"))
+        .await?
+        .into_iter()
+        .filter(|(_, key, _)| !in_inbox.contains(key.as_str()))
+        .map(|(id, _, status)| (id, folder_name(folders, Folder::for_status(&status))))
+        .collect();
+    if !unrecorded.is_empty() {
+        p.store.mark_settled_many(&unrecorded).await?;
+        tracing::warn!(
+            mailbox = %mailbox.name, count = unrecorded.len(),
+            "reconciliation: recorded the moves of filed messages that had left the inbox unrecorded \
+             (an instance stopped between moving them and recording it)"
+        );
+    }
     let names = [folders.processed.as_str(), folders.rejected.as_str(), folders.quarantine.as_str()];
     let server = s.status_counts(&names).await.map_err(anyhow_imap)?;
     let ledger = p.store.settled_counts(&mailbox.name).await?;
@@ -79,7 +102,13 @@ pub async fn reconcile(
             FolderCount { folder, server, ledger }
         })
         .collect();
-    Ok(Reconciliation { mailbox: mailbox.name.clone(), inbox_unseen, inbox_filed_not_moved, folders })
+    Ok(Reconciliation {
+        mailbox: mailbox.name.clone(),
+        inbox_unseen,
+        inbox_filed_not_moved,
+        moves_recorded: unrecorded.len(),
+        folders,
+    })
 }
 
 fn anyhow_imap(e: ImapError) -> anyhow::Error {

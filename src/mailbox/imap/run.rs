@@ -255,7 +255,7 @@ async fn stopped(shutdown: &mut Shutdown) {
 }
 
 /// The folder name on the server for an outcome.
-fn folder_name(folders: &FoldersConfig, folder: Folder) -> &str {
+pub(super) fn folder_name(folders: &FoldersConfig, folder: Folder) -> &str {
     match folder {
         Folder::Processed => &folders.processed,
         Folder::Rejected => &folders.rejected,
