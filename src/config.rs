@@ -119,9 +119,10 @@ pub enum TlsMode {
     None,
 }
 
+/// How a session logs in (IMAP `[mailboxes.imap] auth`, SMTP `[smtp] auth`): a password, or an OAuth2 token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ImapAuth {
+pub enum AuthMethod {
     Login,
     Xoauth2,
 }
@@ -194,8 +195,8 @@ pub struct ImapConfig {
     pub password: Option<String>,
     #[serde(default)]
     pub password_file: Option<PathBuf>,
-    #[serde(default = "default_imap_auth")]
-    pub auth: ImapAuth,
+    #[serde(default = "default_auth_method")]
+    pub auth: AuthMethod,
     #[serde(default)]
     pub oauth2: Option<OAuth2Config>,
     /// Extra CA certificate (PEM) to trust, for a server with a private certificate.
@@ -236,8 +237,23 @@ fn default_reconcile_secs() -> u64 {
     3600
 }
 
-fn default_imap_auth() -> ImapAuth {
-    ImapAuth::Login
+/// A password given inline or in a file, without the file's trailing line break; `None` when neither is set.
+/// Both set is refused: which one is meant cannot be guessed.
+pub fn read_password(password: Option<&str>, file: Option<&Path>) -> Result<Option<String>, String> {
+    match (password, file) {
+        (Some(_), Some(_)) => Err("both `password` and `password_file` are set: keep one".into()),
+        (Some(p), None) => Ok(Some(p.to_string())),
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).map(|s| Some(s.trim_end_matches(['\r', '\n']).to_string())).map_err(|e| {
+                format!("cannot read `password_file` {}: {e}; check the path and its permissions", path.display())
+            })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn default_auth_method() -> AuthMethod {
+    AuthMethod::Login
 }
 fn default_inbox() -> String {
     "INBOX".into()
@@ -281,8 +297,8 @@ pub struct SmtpConfig {
     pub password_file: Option<PathBuf>,
     /// `login` (AUTH PLAIN or LOGIN with the password) or `xoauth2` (AUTH XOAUTH2 with a token from the
     /// `[smtp.oauth2]` table, the same sources as an IMAP mailbox's; Microsoft 365's SMTP.SendAsApp).
-    #[serde(default = "default_imap_auth")]
-    pub auth: ImapAuth,
+    #[serde(default = "default_auth_method")]
+    pub auth: AuthMethod,
     #[serde(default)]
     pub oauth2: Option<OAuth2Config>,
     /// Extra CA certificate (PEM) to trust.
@@ -554,7 +570,7 @@ impl Config {
                 if imap.tls == TlsMode::None && !is_loopback(&imap.host) {
                     return Err(format!("mailbox `{}`: tls = \"none\" is allowed only for a loopback host", m.name));
                 }
-                if imap.auth == ImapAuth::Xoauth2 {
+                if imap.auth == AuthMethod::Xoauth2 {
                     let Some(oauth) = &imap.oauth2 else {
                         return Err(format!(
                             "mailbox `{}`: auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table",
@@ -573,7 +589,7 @@ impl Config {
             return Err("smtp: tls = \"none\" is allowed only for a loopback host".into());
         }
         if let Some(smtp) = &self.smtp
-            && smtp.auth == ImapAuth::Xoauth2
+            && smtp.auth == AuthMethod::Xoauth2
         {
             let (Some(oauth), Some(_)) = (&smtp.oauth2, &smtp.username) else {
                 return Err(
@@ -730,7 +746,7 @@ mod tests {
         let text = include_str!("../config/production.example.toml");
         let c = Config::from_toml("production.example.toml", text, []).unwrap();
         let imap = c.mailboxes[0].imap.as_ref().unwrap();
-        assert_eq!((imap.tls, imap.auth), (TlsMode::Implicit, ImapAuth::Xoauth2));
+        assert_eq!((imap.tls, imap.auth), (TlsMode::Implicit, AuthMethod::Xoauth2));
         assert_eq!(c.smtp.as_ref().unwrap().tls, TlsMode::Starttls);
         let plain = text.replacen("tls = \"implicit\"", "tls = \"none\"", 1);
         let err = Config::from_toml("p", &plain, []).unwrap_err().to_string();

@@ -373,7 +373,7 @@ async fn a_wrong_password_is_an_auth_error_that_says_what_to_check() {
     // XOAUTH2 with a token nobody issued (Dovecot's oauth2 passdb refuses it, or fails temporarily when no
     // introspection endpoint runs): still an Auth error with the things to check, no token.
     let mut cfg = imap_config(&srv, &u, TlsMode::Implicit);
-    cfg.auth = postroom::config::ImapAuth::Xoauth2;
+    cfg.auth = postroom::config::AuthMethod::Xoauth2;
     cfg.oauth2 =
         Some(postroom::config::OAuth2Config { token_command: Some("echo tok-abc123".into()), ..Default::default() });
     let err = imap::connect(&cfg).await.unwrap_err();

@@ -308,7 +308,7 @@ fn imap_config(srv: &Servers, user: &str) -> ImapConfig {
 fn xoauth2_config(srv: &Servers, user: &str, oauth: &OAuthServer, id: &str, secret: &Path, margin: u64) -> ImapConfig {
     let mut c = imap_config(srv, user);
     c.password = None;
-    c.auth = postroom::config::ImapAuth::Xoauth2;
+    c.auth = postroom::config::AuthMethod::Xoauth2;
     c.oauth2 = Some(OAuth2Config {
         token_url: Some(oauth.token_url()),
         client_id: Some(id.to_string()),
@@ -658,7 +658,7 @@ fn smtp_xoauth2(srv: &Servers, user: &str, oauth: &OAuthServer, id: &str, secret
         username: Some(user.to_string()),
         password: None,
         password_file: None,
-        auth: postroom::config::ImapAuth::Xoauth2,
+        auth: postroom::config::AuthMethod::Xoauth2,
         oauth2: Some(OAuth2Config {
             token_url: Some(oauth.token_url()),
             client_id: Some(id.to_string()),

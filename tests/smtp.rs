@@ -22,7 +22,7 @@ fn smtp(servers: &Servers, tls: TlsMode) -> SmtpConfig {
         username: (tls != TlsMode::None).then(|| "postroom@postroom.test".to_string()),
         password: (tls != TlsMode::None).then(|| servers.password.clone()),
         password_file: None,
-        auth: postroom::config::ImapAuth::Login,
+        auth: postroom::config::AuthMethod::Login,
         oauth2: None,
         ca_file: Some(servers.ca.clone().into()),
         timeout_secs: 5,

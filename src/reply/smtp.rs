@@ -27,7 +27,7 @@ use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::outbox::{SendError, Transport};
-use crate::config::{Config, ImapAuth, OAuth2Config, SmtpConfig, TlsMode};
+use crate::config::{AuthMethod, Config, OAuth2Config, SmtpConfig, TlsMode};
 use crate::oauth2::ClientCredentials;
 use crate::store::DueReply;
 
@@ -37,6 +37,8 @@ pub enum SmtpSetupError {
     Read { what: &'static str, path: String, source: std::io::Error },
     #[error("smtp: {0}")]
     Tls(String),
+    #[error("smtp: {0}")]
+    Config(String),
 }
 
 /// A connection idle longer than this is checked with NOOP before use (servers drop idle sessions).
@@ -104,36 +106,24 @@ impl SmtpTransport {
                 Security::Starttls(builder.build_rustls().map_err(|e| SmtpSetupError::Tls(e.to_string()))?)
             }
         };
-        let password = match (&smtp.password, &smtp.password_file) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|source| SmtpSetupError::Read {
-                        what: "password file",
-                        path: file.display().to_string(),
-                        source,
-                    })?
-                    .trim_end()
-                    .to_string(),
-            ),
-            (None, None) => None,
-        };
+        let password = crate::config::read_password(smtp.password.as_deref(), smtp.password_file.as_deref())
+            .map_err(SmtpSetupError::Config)?;
         let login = match (&smtp.auth, &smtp.username, password, &smtp.oauth2) {
-            (ImapAuth::Xoauth2, Some(user), _, Some(oauth)) => Login::OAuth2(Box::new(OAuth2Login {
+            (AuthMethod::Xoauth2, Some(user), _, Some(oauth)) => Login::OAuth2(Box::new(OAuth2Login {
                 user: user.clone(),
                 oauth: oauth.clone(),
-                client: ClientCredentials::from_config(oauth).map_err(|e| SmtpSetupError::Tls(e.to_string()))?,
+                client: ClientCredentials::from_config(oauth).map_err(|e| SmtpSetupError::Config(e.to_string()))?,
                 tls: Arc::new(crate::tls::client_config(smtp.ca_file.as_deref()).map_err(SmtpSetupError::Tls)?),
             })),
-            (ImapAuth::Xoauth2, ..) => {
-                return Err(SmtpSetupError::Tls(
+            (AuthMethod::Xoauth2, ..) => {
+                return Err(SmtpSetupError::Config(
                     "auth = \"xoauth2\" needs `username` and an [smtp.oauth2] table".into(),
                 ));
             }
-            (ImapAuth::Login, Some(user), Some(password), _) => {
+            (AuthMethod::Login, Some(user), Some(password), _) => {
                 Login::Password(Credentials::new(user.clone(), password))
             }
-            (ImapAuth::Login, ..) => Login::None,
+            (AuthMethod::Login, ..) => Login::None,
         };
         let senders = config.mailboxes.iter().map(|m| (m.name.clone(), m.address.clone())).collect();
         Ok(SmtpTransport {

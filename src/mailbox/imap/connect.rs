@@ -18,7 +18,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use super::ImapError;
 use super::session::ImapSession;
 use super::wire::describe;
-use crate::config::{ImapAuth, ImapConfig, OAuth2Config, TlsMode};
+use crate::config::{AuthMethod, ImapConfig, OAuth2Config, TlsMode};
 use crate::oauth2::{AccessToken, ClientCredentials, TokenError};
 
 /// The byte stream under a session: plain TCP (loopback only) or TLS over TCP.
@@ -234,7 +234,7 @@ async fn authenticate(
     let auth_error = |message: String| ImapError::Auth { account: account.to_string(), message };
     let mut issued: Option<(ClientCredentials, AccessToken)> = None;
     let (command, hint, result) = match cfg.auth {
-        ImapAuth::Login => {
+        AuthMethod::Login => {
             let password = password(cfg).map_err(auth_error)?;
             let hint = "check `username` and `password` / `password_file` (Microsoft 365 and Gmail need \
                         auth = \"xoauth2\")";
@@ -244,7 +244,7 @@ async fn authenticate(
                 tokio::time::timeout(limit, client.login(&cfg.username, &password)).await.map(|r| r.map_err(|e| e.0)),
             )
         }
-        ImapAuth::Xoauth2 => {
+        AuthMethod::Xoauth2 => {
             let Some(oauth) = &cfg.oauth2 else {
                 return Err(auth_error("auth = \"xoauth2\" needs a [mailboxes.imap.oauth2] table".into()));
             };
@@ -297,16 +297,8 @@ async fn authenticate(
 
 /// The LOGIN password: `password`, or `password_file` without its trailing line break.
 fn password(cfg: &ImapConfig) -> Result<String, String> {
-    match (&cfg.password, &cfg.password_file) {
-        (Some(_), Some(_)) => Err("both `password` and `password_file` are set: keep one".into()),
-        (Some(p), None) => Ok(p.clone()),
-        (None, Some(path)) => {
-            std::fs::read_to_string(path).map(|s| s.trim_end_matches(['\r', '\n']).to_string()).map_err(|e| {
-                format!("cannot read `password_file` {}: {e}; check the path and its permissions", path.display())
-            })
-        }
-        (None, None) => Err("no password: set `password_file` (or `password`)".into()),
-    }
+    crate::config::read_password(cfg.password.as_deref(), cfg.password_file.as_deref())?
+        .ok_or_else(|| "no password: set `password_file` (or `password`)".into())
 }
 
 /// The SASL XOAUTH2 initial response (before base64).
