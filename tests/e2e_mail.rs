@@ -204,10 +204,15 @@ fn hello(servers: &Servers, g: &Gateway, from: &str, id: &str) {
     );
 }
 
-async fn ledger(g: &Gateway) -> (i64, i64, i64) {
+/// The gateway's database, as its own config names it.
+async fn store_of(g: &Gateway) -> postroom::store::Store {
     let mut config = postroom::config::Config::load(Some(&g.config)).unwrap();
     config.resolve_paths(Some(g.dir.path()));
-    let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+    postroom::store::Store::connect(&config.database.url, 1).await.unwrap()
+}
+
+async fn ledger(g: &Gateway) -> (i64, i64, i64) {
+    let store = store_of(g).await;
     let one = |sql: &'static str| {
         let store = store.clone();
         async move { sqlx::Row::get::<i64, _>(&sqlx::query(sql).fetch_one(store.pool()).await.unwrap(), 0) }
@@ -382,10 +387,7 @@ fn a_bounce_of_a_reply_comes_back_is_never_answered_and_marks_the_reply() {
     assert!(processed[0].contains("multipart/report"), "the bounce was settled in Processed");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let statuses = rt.block_on(async {
-        let config = postroom::config::Config::load(Some(&g.config)).unwrap();
-        let mut config = config;
-        config.resolve_paths(Some(g.dir.path()));
-        let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+        let store = store_of(&g).await;
         store.outbox_counts().await.unwrap()
     });
     assert_eq!(statuses, vec![("delivery_failed".to_string(), 1)], "one reply, marked; nothing sent to the bounce");
@@ -409,9 +411,7 @@ fn reconcile_reports_mail_the_ledger_has_not_seen_and_folders_that_disagree() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let settled = |sql: &'static str| {
         rt.block_on(async {
-            let mut config = postroom::config::Config::load(Some(&g.config)).unwrap();
-            config.resolve_paths(Some(g.dir.path()));
-            let store = postroom::store::Store::connect(&config.database.url, 1).await.unwrap();
+            let store = store_of(&g).await;
             sqlx::query(sql).execute(store.pool()).await.unwrap();
             let row = sqlx::query("SELECT COUNT(*), MAX(settled_folder) FROM messages WHERE settled_at IS NOT NULL")
                 .fetch_one(store.pool())
