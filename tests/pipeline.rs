@@ -330,13 +330,25 @@ async fn registry_problems_reach_the_reply_and_an_outsider_learns_nothing_about_
     assert_eq!(status, "rejected");
 }
 
+/// Files `n` emails without a form from `n` different senders: `n` "no form" replies wait in the outbox.
+async fn queue_no_form_replies(app: &TestApp, prefix: &str, n: usize) {
+    for i in 0..n {
+        let raw = app.email_from(&format!("{prefix}{i}@elsewhere.example"), &format!("{prefix}{i}@x"), "hello", vec![]);
+        assert_eq!(app.process(&format!("{prefix}-{i}"), &raw).await.reply.as_deref(), Some("no_form"));
+    }
+}
+
+/// The files a [`FileTransport`](postroom::reply::outbox::FileTransport) wrote into `dir`.
+fn names(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() {
     let app = TestApp::start().await;
-    for i in 0..40 {
-        let raw = app.email_from(&format!("sender{i}@elsewhere.example"), &format!("two{i}@x"), "hello", vec![]);
-        assert_eq!(app.process(&format!("k{i}"), &raw).await.reply.as_deref(), Some("no_form"));
-    }
+    queue_no_form_replies(&app, "two", 40).await;
     let a = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-a") };
     let b = postroom::reply::outbox::FileTransport { dir: app.dir.path().join("sender-b") };
     let store = &app.pipeline.store;
@@ -352,11 +364,6 @@ async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() 
     );
     let (da, db) = (da.unwrap(), db.unwrap());
     assert_eq!(da.sent + db.sent, 40, "a: {da:?}, b: {db:?}");
-    let names = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(dir)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default()
-    };
     let (na, nb) = (names(&a.dir), names(&b.dir));
     assert_eq!(na.len() + nb.len(), 40);
     assert!(na.is_disjoint(&nb), "a reply was sent by both senders");
@@ -377,10 +384,7 @@ impl postroom::reply::outbox::Transport for SlowTransport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_slower_than_its_claim_hands_replies_back_instead_of_racing_another_sender() {
     let app = TestApp::start().await;
-    for i in 0..12 {
-        let raw = app.email_from(&format!("slow{i}@elsewhere.example"), &format!("slow{i}@x"), "hello", vec![]);
-        assert_eq!(app.process(&format!("s{i}"), &raw).await.reply.as_deref(), Some("no_form"));
-    }
+    queue_no_form_replies(&app, "slow", 12).await;
     let dir = |name: &str| app.dir.path().join(name);
     // Each send takes 250 ms; a claim of ten lasts 1 s: without the hand-back the fast sender would take the
     // slow one's replies once its claim ran out, while the slow one was still sending them.
@@ -409,11 +413,6 @@ async fn a_sender_slower_than_its_claim_hands_replies_back_instead_of_racing_ano
     };
     let (slow_done, fast_sent) = tokio::join!(slow_drain, fast_drain);
     let slow_sent = slow_done.unwrap().sent;
-    let names = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(dir)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default()
-    };
     let (ns, nf) = (names(&dir("slow")), names(&dir("fast")));
     assert!(ns.is_disjoint(&nf), "a reply was sent by both senders: {:?}", ns.intersection(&nf).collect::<Vec<_>>());
     assert_eq!((ns.len() + nf.len(), slow_sent + fast_sent), (12, 12), "slow {slow_sent}, fast {fast_sent}");
