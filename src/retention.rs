@@ -41,15 +41,22 @@ pub async fn purge(store: &Store, config: &Config, now_ms: i64) -> anyhow::Resul
 }
 
 async fn purge_database(store: &Store, cutoff: i64, now: i64) -> Result<(u64, u64), StoreError> {
+    let mut tx = store.pool().begin().await?;
     let raw = sqlx::query(
-        "UPDATE messages SET raw = NULL, raw_purged_at = $1 WHERE raw_purged_at IS NULL AND processed_at < $2 \
+        "UPDATE messages SET raw_purged_at = $1 WHERE raw_purged_at IS NULL AND processed_at < $2 \
          AND status IN ('accepted', 'ignored', 'duplicate')",
     )
     .bind(now)
     .bind(cutoff)
-    .execute(store.pool())
+    .execute(&mut *tx)
     .await?
     .rows_affected();
+    sqlx::query(
+        "DELETE FROM message_raw WHERE message_id IN (SELECT id FROM messages WHERE raw_purged_at IS NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     let replies = sqlx::query(
         "UPDATE outbox SET eml = $1 WHERE status = 'sent' AND sent_at < $2 AND message_id IN \
          (SELECT id FROM messages WHERE status IN ('accepted', 'ignored', 'duplicate'))",

@@ -533,7 +533,7 @@ async fn oversize_mail_is_quarantined_once_without_being_fetched() {
 
     assert!(r.run_until_settled(2, Duration::from_secs(20)).await);
     let row =
-        sqlx::query("SELECT status, reason, size_bytes, LENGTH(raw) FROM messages WHERE reason = 'size:oversize'")
+        sqlx::query("SELECT status, reason, size_bytes, (SELECT LENGTH(raw) FROM message_raw WHERE message_id = messages.id) FROM messages WHERE reason = 'size:oversize'")
             .fetch_one(r.p.store.pool())
             .await
             .unwrap();
@@ -673,7 +673,7 @@ async fn a_message_the_server_cannot_hand_over_is_quarantined_after_three_tries(
 
     assert!(r.run_until_settled(2, Duration::from_secs(20)).await, "both settled, the readable one first");
     let row =
-        sqlx::query("SELECT status, reason, LENGTH(raw), settled_folder FROM messages WHERE reason = 'fetch:failed'")
+        sqlx::query("SELECT status, reason, (SELECT LENGTH(raw) FROM message_raw WHERE message_id = messages.id), settled_folder FROM messages WHERE reason = 'fetch:failed'")
             .fetch_one(r.p.store.pool())
             .await
             .unwrap();

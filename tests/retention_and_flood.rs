@@ -8,12 +8,12 @@ use postroom::samples::Attached;
 use sqlx::Row;
 
 async fn raw_kept(app: &TestApp, ledger_id: i64) -> bool {
-    let row = sqlx::query("SELECT raw FROM messages WHERE id = $1")
+    let row = sqlx::query("SELECT raw FROM message_raw WHERE message_id = $1")
         .bind(ledger_id)
-        .fetch_one(app.pipeline.store.pool())
+        .fetch_optional(app.pipeline.store.pool())
         .await
         .unwrap();
-    row.try_get::<Option<Vec<u8>>, _>("raw").unwrap().is_some()
+    row.is_some_and(|r| !r.try_get::<Vec<u8>, _>("raw").unwrap().is_empty())
 }
 
 #[tokio::test]

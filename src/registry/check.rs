@@ -6,14 +6,14 @@
 //! holds that address. An address held by several *different people* (a shared inbox) is refused with the regulator's
 //! wording and the names of the people who share it; one person holding several roles is not refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{AnyPool, Row};
 
 use super::Role;
 use crate::ids::{EmailAddress, LocationId, ProviderId};
 use crate::problem::{Problem, ProblemCode};
-use crate::store::{Store, StoreError};
+use crate::store::{IN_LIST_CHUNK, Store, StoreError, placeholders};
 
 /// How many of a provider's locations a message lists before "and N more".
 const LOCATIONS_LISTED: usize = 20;
@@ -29,16 +29,91 @@ pub async fn check(
     provider_id: Option<&str>,
     location_id: Option<&str>,
 ) -> Result<Vec<Problem>, StoreError> {
+    check_with(store, &Prefetched::default(), sender, form_needs_location, provider_id, location_id).await
+}
+
+/// The registry rows a batch of forms names, read in three queries for the whole batch instead of three per
+/// form. Whatever it lacks is read when asked for.
+#[derive(Debug, Default)]
+pub struct Prefetched {
+    roles: HashMap<String, Vec<Held>>,
+    providers: HashMap<String, Option<ProviderRec>>,
+    locations: HashMap<String, Option<LocationRec>>,
+}
+
+impl Prefetched {
+    /// Reads the roles held under `senders` (comparison keys) and the providers and locations named (as
+    /// written: those that do not parse as IDs are left out, as [`check`] skips them).
+    pub async fn load<'a>(
+        store: &Store,
+        senders: impl IntoIterator<Item = &'a str>,
+        provider_ids: impl IntoIterator<Item = &'a str>,
+        location_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Prefetched, StoreError> {
+        let pool = store.pool();
+        let mut cache = Prefetched::default();
+        let senders: Vec<String> = distinct(senders.into_iter().map(str::to_string));
+        for chunk in senders.chunks(IN_LIST_CHUNK) {
+            cache.roles.extend(chunk.iter().map(|s| (s.clone(), Vec::new())));
+            for (email, held) in roles_in(pool, chunk).await? {
+                cache.roles.entry(email).or_default().push(held);
+            }
+        }
+        let providers =
+            distinct(provider_ids.into_iter().filter_map(ProviderId::parse).map(|p| p.as_str().to_string()));
+        for chunk in providers.chunks(IN_LIST_CHUNK) {
+            cache.providers.extend(chunk.iter().map(|p| (p.clone(), None)));
+            for p in providers_in(pool, chunk).await? {
+                cache.providers.insert(p.id.clone(), Some(p));
+            }
+        }
+        let locations =
+            distinct(location_ids.into_iter().filter_map(LocationId::parse).map(|l| l.as_str().to_string()));
+        for chunk in locations.chunks(IN_LIST_CHUNK) {
+            cache.locations.extend(chunk.iter().map(|l| (l.clone(), None)));
+            for l in locations_in(pool, chunk).await? {
+                cache.locations.insert(l.id.clone(), Some(l));
+            }
+        }
+        Ok(cache)
+    }
+}
+
+fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = items.collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// [`check`], answered from `cache` where it can.
+pub async fn check_with(
+    store: &Store,
+    cache: &Prefetched,
+    sender: &EmailAddress,
+    form_needs_location: bool,
+    provider_id: Option<&str>,
+    location_id: Option<&str>,
+) -> Result<Vec<Problem>, StoreError> {
     let pool = store.pool();
-    let held = roles_of(pool, sender.comparison_key()).await?;
+    let held = match cache.roles.get(sender.comparison_key()) {
+        Some(held) => held.clone(),
+        None => roles_in(pool, &[sender.comparison_key().to_string()]).await?.into_iter().map(|(_, h)| h).collect(),
+    };
     let provider_id = provider_id.and_then(ProviderId::parse);
     let location_id = if form_needs_location { location_id.and_then(LocationId::parse) } else { None };
     let provider = match &provider_id {
-        Some(p) => find_provider(pool, p.as_str()).await?,
+        Some(p) => match cache.providers.get(p.as_str()) {
+            Some(found) => found.clone(),
+            None => find_provider(pool, p.as_str()).await?,
+        },
         None => None,
     };
     let location = match &location_id {
-        Some(l) => find_location(pool, l.as_str()).await?,
+        Some(l) => match cache.locations.get(l.as_str()) {
+            Some(found) => found.clone(),
+            None => find_location(pool, l.as_str()).await?,
+        },
         None => None,
     };
     let ctx = Ctx { pool, sender, held: &held };
@@ -135,72 +210,92 @@ impl LocationRec {
     }
 }
 
-async fn roles_of(pool: &AnyPool, email_key: &str) -> Result<Vec<Held>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT pe.person_id, pe.name, pe.role, pe.provider_id, pe.location_id, pr.name AS provider_name, \
+/// The roles held under each of `emails` (comparison keys), as (email, role) in a stable order.
+async fn roles_in(pool: &AnyPool, emails: &[String]) -> Result<Vec<(String, Held)>, StoreError> {
+    let sql = format!(
+        "SELECT pe.email, pe.person_id, pe.name, pe.role, pe.provider_id, pe.location_id, pr.name AS provider_name, \
          l.name AS location_name FROM people pe \
          LEFT JOIN providers pr ON pr.provider_id = pe.provider_id \
          LEFT JOIN locations l ON l.location_id = pe.location_id \
-         WHERE pe.email = $1 ORDER BY pe.person_id, pe.provider_id, pe.location_id",
-    )
-    .bind(email_key)
-    .fetch_all(pool)
-    .await?;
+         WHERE pe.email IN ({}) ORDER BY pe.email, pe.person_id, pe.provider_id, pe.location_id",
+        placeholders(1, emails.len())
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in emails {
+        query = query.bind(e);
+    }
+    let rows = query.fetch_all(pool).await?;
     let mut held = Vec::with_capacity(rows.len());
     for r in rows {
         let role: String = r.try_get("role")?;
         // The importer writes only known roles; a row edited by hand to something else grants nothing.
         let Some(role) = Role::parse(&role) else { continue };
         let location_id: String = r.try_get("location_id")?;
-        held.push(Held {
-            person_id: r.try_get("person_id")?,
-            name: r.try_get("name")?,
-            role,
-            provider_id: r.try_get("provider_id")?,
-            provider_name: r.try_get("provider_name")?,
-            location_id: Some(location_id).filter(|l| !l.is_empty()),
-            location_name: r.try_get("location_name")?,
-        });
+        held.push((
+            r.try_get("email")?,
+            Held {
+                person_id: r.try_get("person_id")?,
+                name: r.try_get("name")?,
+                role,
+                provider_id: r.try_get("provider_id")?,
+                provider_name: r.try_get("provider_name")?,
+                location_id: Some(location_id).filter(|l| !l.is_empty()),
+                location_name: r.try_get("location_name")?,
+            },
+        ));
     }
     Ok(held)
 }
 
+fn provider_rec(r: &sqlx::any::AnyRow) -> Result<ProviderRec, sqlx::Error> {
+    Ok(ProviderRec {
+        id: r.try_get("provider_id")?,
+        name: r.try_get("name")?,
+        deregistered_at: r.try_get("deregistered_at")?,
+    })
+}
+
+fn location_rec(r: &sqlx::any::AnyRow) -> Result<LocationRec, sqlx::Error> {
+    Ok(LocationRec {
+        id: r.try_get("location_id")?,
+        name: r.try_get("name")?,
+        postcode: r.try_get("postcode")?,
+        provider_id: r.try_get("provider_id")?,
+        provider_name: r.try_get("provider_name")?,
+        deregistered_at: r.try_get("deregistered_at")?,
+    })
+}
+
+const PROVIDER_COLUMNS: &str = "SELECT provider_id, name, deregistered_at FROM providers";
+const LOCATION_COLUMNS: &str = "SELECT l.location_id, l.name, l.postcode, l.provider_id, p.name AS provider_name, \
+     l.deregistered_at FROM locations l JOIN providers p ON p.provider_id = l.provider_id";
+
 async fn find_provider(pool: &AnyPool, id: &str) -> Result<Option<ProviderRec>, StoreError> {
-    let row = sqlx::query("SELECT provider_id, name, deregistered_at FROM providers WHERE provider_id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row
-        .map(|r| {
-            Ok::<_, sqlx::Error>(ProviderRec {
-                id: r.try_get("provider_id")?,
-                name: r.try_get("name")?,
-                deregistered_at: r.try_get("deregistered_at")?,
-            })
-        })
-        .transpose()?)
+    Ok(providers_in(pool, &[id.to_string()]).await?.pop())
+}
+
+async fn providers_in(pool: &AnyPool, ids: &[String]) -> Result<Vec<ProviderRec>, StoreError> {
+    let sql = format!("{PROVIDER_COLUMNS} WHERE provider_id IN ({})", placeholders(1, ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(pool).await?;
+    Ok(rows.iter().map(provider_rec).collect::<Result<_, _>>()?)
 }
 
 async fn find_location(pool: &AnyPool, id: &str) -> Result<Option<LocationRec>, StoreError> {
-    let row = sqlx::query(
-        "SELECT l.location_id, l.name, l.postcode, l.provider_id, p.name AS provider_name, l.deregistered_at \
-         FROM locations l JOIN providers p ON p.provider_id = l.provider_id WHERE l.location_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row
-        .map(|r| {
-            Ok::<_, sqlx::Error>(LocationRec {
-                id: r.try_get("location_id")?,
-                name: r.try_get("name")?,
-                postcode: r.try_get("postcode")?,
-                provider_id: r.try_get("provider_id")?,
-                provider_name: r.try_get("provider_name")?,
-                deregistered_at: r.try_get("deregistered_at")?,
-            })
-        })
-        .transpose()?)
+    Ok(locations_in(pool, &[id.to_string()]).await?.pop())
+}
+
+async fn locations_in(pool: &AnyPool, ids: &[String]) -> Result<Vec<LocationRec>, StoreError> {
+    let sql = format!("{LOCATION_COLUMNS} WHERE l.location_id IN ({})", placeholders(1, ids.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(pool).await?;
+    Ok(rows.iter().map(location_rec).collect::<Result<_, _>>()?)
 }
 
 /// "these are this provider's locations: ...", the registered ones, by name, at most [`LOCATIONS_LISTED`].

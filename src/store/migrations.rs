@@ -40,6 +40,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_outbox_sender_index.sql"),
         include_str!("../../migrations/postgres/0005_outbox_sender_index.sql"),
     ),
+    (
+        6,
+        "message_raw",
+        include_str!("../../migrations/sqlite/0006_message_raw.sql"),
+        include_str!("../../migrations/postgres/0006_message_raw.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -196,12 +196,49 @@ impl Store {
         recorded.pop().ok_or_else(|| StoreError::Db(sqlx::Error::RowNotFound))
     }
 
-    /// Stores a batch of raw messages in one durable commit, before anything else happens to them.
+    /// Stores a batch of raw messages in one durable commit, before anything else happens to them: two
+    /// multi-row `INSERT`s per [`RECORD_CHUNK`] messages (the ledger rows, then their raw bytes), then a
+    /// lookup of any already known.
     pub async fn record_many(&self, batch: &[Inbound<'_>]) -> Result<Vec<Recorded>, StoreError> {
+        let shas: Vec<String> = batch.iter().map(|m| crate::sha256_hex(m.raw)).collect();
         let mut tx = self.pool.begin().await?;
+        let mut new_ids = std::collections::HashMap::new();
+        for (chunk, chunk_shas) in batch.chunks(RECORD_CHUNK).zip(shas.chunks(RECORD_CHUNK)) {
+            let sql = format!(
+                "INSERT INTO messages (mailbox, source_key, sha256, size_bytes, received_at) VALUES {} \
+                 ON CONFLICT (mailbox, source_key) DO NOTHING RETURNING id, mailbox, source_key",
+                value_rows(chunk.len(), 5)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (m, sha) in chunk.iter().zip(chunk_shas) {
+                insert =
+                    insert.bind(m.mailbox).bind(m.source_key).bind(sha).bind(m.raw.len() as i64).bind(m.received_at);
+            }
+            let mut raws = Vec::new();
+            for row in insert.fetch_all(&mut *tx).await? {
+                let key: (String, String) = (row.try_get("mailbox")?, row.try_get("source_key")?);
+                let id: i64 = row.try_get("id")?;
+                if let Some(m) = chunk.iter().find(|m| m.mailbox == key.0 && m.source_key == key.1) {
+                    raws.push((id, m.raw));
+                }
+                new_ids.insert(key, id);
+            }
+            if !raws.is_empty() {
+                let sql = format!("INSERT INTO message_raw (message_id, raw) VALUES {}", value_rows(raws.len(), 2));
+                let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, raw) in raws {
+                    insert = insert.bind(id).bind(raw);
+                }
+                insert.execute(&mut *tx).await?;
+            }
+        }
         let mut recorded = Vec::with_capacity(batch.len());
-        for m in batch {
-            recorded.push(record_one(&mut tx, m).await?);
+        for (m, sha256) in batch.iter().zip(shas) {
+            // Taken out, so a key twice in one batch is new once and known the second time.
+            match new_ids.remove(&(m.mailbox.to_string(), m.source_key.to_string())) {
+                Some(id) => recorded.push(Recorded::New { id, sha256 }),
+                None => recorded.push(known(&mut tx, m).await?),
+            }
         }
         tx.commit().await?;
         Ok(recorded)
@@ -232,17 +269,26 @@ impl Store {
         queries::references_of(&mut *self.pool.acquire().await?, message).await
     }
 
-    /// Records where each message went once it left the inbox, in one commit.
+    /// Records where each message went once it left the inbox, in one commit: one `UPDATE` per folder.
     pub async fn mark_settled_many(&self, settled: &[(i64, &str)]) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut by_folder: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
         for (message, folder) in settled {
-            sqlx::query("UPDATE messages SET settled_at = $1, settled_folder = $2 WHERE id = $3")
-                .bind(now)
-                .bind(*folder)
-                .bind(*message)
-                .execute(&mut *tx)
-                .await?;
+            by_folder.entry(*folder).or_default().push(*message);
+        }
+        let mut tx = self.pool.begin().await?;
+        for (folder, ids) in by_folder {
+            for chunk in ids.chunks(IN_LIST_CHUNK) {
+                let sql = format!(
+                    "UPDATE messages SET settled_at = $1, settled_folder = $2 WHERE id IN ({})",
+                    placeholders(3, chunk.len())
+                );
+                let mut update = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(folder);
+                for id in chunk {
+                    update = update.bind(*id);
+                }
+                update.execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -371,23 +417,8 @@ impl Store {
     }
 }
 
-async fn record_one(db: &mut AnyConnection, m: &Inbound<'_>) -> Result<Recorded, StoreError> {
-    let sha256 = crate::sha256_hex(m.raw);
-    let inserted = sqlx::query(
-        "INSERT INTO messages (mailbox, source_key, sha256, raw, size_bytes, received_at) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (mailbox, source_key) DO NOTHING RETURNING id",
-    )
-    .bind(m.mailbox)
-    .bind(m.source_key)
-    .bind(&sha256)
-    .bind(m.raw)
-    .bind(m.raw.len() as i64)
-    .bind(m.received_at)
-    .fetch_optional(&mut *db)
-    .await?;
-    if let Some(row) = inserted {
-        return Ok(Recorded::New { id: row.try_get("id")?, sha256 });
-    }
+/// What the ledger already holds under a message's key.
+async fn known(db: &mut AnyConnection, m: &Inbound<'_>) -> Result<Recorded, StoreError> {
     let row = sqlx::query("SELECT id, status, sha256 FROM messages WHERE mailbox = $1 AND source_key = $2")
         .bind(m.mailbox)
         .bind(m.source_key)
@@ -399,6 +430,22 @@ async fn record_one(db: &mut AnyConnection, m: &Inbound<'_>) -> Result<Recorded,
     } else {
         Recorded::Filed { id, status }
     })
+}
+
+/// Messages stored per `INSERT`: 6 parameters each, far below either engine's limit.
+const RECORD_CHUNK: usize = 50;
+
+/// Values per `IN (...)` list.
+pub(crate) const IN_LIST_CHUNK: usize = 500;
+
+/// `($1, $2), ($3, $4), ...`: `rows` rows of `columns` numbered placeholders for a multi-row `VALUES`.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * columns + 1, columns))).collect::<Vec<_>>().join(", ")
+}
+
+/// `$first, $first+1, ...`: `count` numbered placeholders for an `IN (...)` list.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A batch being filed: one open transaction (see [`Store::begin_batch`]).
@@ -413,9 +460,20 @@ impl Batch {
         Ok((&mut self.tx).begin().await?)
     }
 
+    /// The batch's own connection, for statements outside any savepoint.
+    pub fn connection(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
     /// Commits the whole batch: one durable commit.
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes everything the batch wrote.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
         Ok(())
     }
 }
