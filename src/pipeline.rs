@@ -2,6 +2,8 @@
 //! spot duplicates, read each attached form, validate it, decide the outcome, and file everything with the
 //! reply in one transaction. The only module that knows the order; each stage lives in its own module.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use chrono_tz::Europe::London;
 use serde::Serialize;
@@ -87,10 +89,30 @@ pub struct Incoming<'a> {
 /// Everything the pipeline needs, built once.
 pub struct Pipeline {
     pub config: Config,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub templates: Templates,
     pub store: Store,
     own_addresses: Vec<EmailAddress>,
+}
+
+/// Reads an email and its forms: everything about a message that needs no database. Owned, so it can be
+/// handed to the threads that read a batch while the batch before it is filed.
+struct Reader {
+    catalog: Arc<Catalog>,
+    message_limits: crate::message::MessageLimits,
+    docx_limits: crate::forms::DocxLimits,
+    forms_url: String,
+}
+
+/// A batch read, recorded and with its registry rows at hand, waiting to be filed (see [`Pipeline::stage`]).
+pub struct Staged {
+    recorded: Vec<Recorded>,
+    prepared: Vec<Option<Prepared>>,
+    registry: Prefetched,
+    started: std::time::Instant,
+    prepare_ms: u128,
+    record_ms: u128,
+    registry_ms: u128,
 }
 
 /// One form found in the email, as far as it got.
@@ -161,7 +183,16 @@ const RESUBMISSION_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
 impl Pipeline {
     pub fn new(config: Config, catalog: Catalog, templates: Templates, store: Store) -> Pipeline {
         let own_addresses = config.mailboxes.iter().filter_map(|m| EmailAddress::parse(&m.address).ok()).collect();
-        Pipeline { config, catalog, templates, store, own_addresses }
+        Pipeline { config, catalog: Arc::new(catalog), templates, store, own_addresses }
+    }
+
+    fn reader(&self) -> Reader {
+        Reader {
+            catalog: self.catalog.clone(),
+            message_limits: self.config.limits.message(),
+            docx_limits: self.config.limits.docx(),
+            forms_url: self.config.mail.forms_url.clone(),
+        }
     }
 
     /// Runs one message through the pipeline (a batch of one; see [`Pipeline::process_batch`]).
@@ -176,21 +207,37 @@ impl Pipeline {
         outcomes.pop().unwrap_or(Err(PipelineError::NothingFiled))
     }
 
-    /// Runs a batch of messages through the pipeline with three durable commits in all: the raw messages
-    /// first, then every message decided and filed in turn inside one transaction (each in a savepoint, so
-    /// a message decided later sees what was filed before it, and one that fails is undone alone). Returns
-    /// one outcome per message, in order. Safe to repeat: a message already filed is recognised and
-    /// reported as a duplicate with its original references; nothing is filed or sent twice. An error for
-    /// the whole batch (the database unreachable) means nothing was filed.
-    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, messages = batch.len()))]
+    /// Runs a batch of messages through the pipeline with two durable commits: the raw messages first, then
+    /// every message decided and filed in turn inside one transaction (so a message decided later sees what
+    /// was filed before it; one that fails is undone alone). Returns one outcome per message, in order. Safe
+    /// to repeat: a message already filed is recognised and reported as a duplicate with its original
+    /// references; nothing is filed or sent twice. An error for the whole batch (the database unreachable)
+    /// means nothing was filed.
     pub async fn process_batch(
         &self,
         mailbox: &MailboxConfig,
         batch: &[Incoming<'_>],
     ) -> Result<Vec<Result<Outcome, PipelineError>>, PipelineError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
+        let staged = self.stage(mailbox, batch).await?;
+        self.file_staged(mailbox, batch, staged).await
+    }
+
+    /// The first half of [`Pipeline::process_batch`]: reads the batch's emails and forms (on the blocking
+    /// thread pool, so a batch can be read while the one before it is filed), stores the raw messages in
+    /// one commit, and reads the registry rows the forms name.
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, messages = batch.len()))]
+    pub async fn stage(&self, mailbox: &MailboxConfig, batch: &[Incoming<'_>]) -> Result<Staged, PipelineError> {
+        let started = std::time::Instant::now();
+        let reader = self.reader();
+        let name = mailbox.name.clone();
+        let work: Vec<(Vec<u8>, DateTime<Utc>)> = batch.iter().map(|m| (m.raw.to_vec(), m.received_at)).collect();
+        // A panic there (parsing and reading catch their own) leaves each message to be read when filed.
+        let prepared: Vec<Option<Prepared>> =
+            match tokio::task::spawn_blocking(move || reader.read_all(&name, &work)).await {
+                Ok(read) => read.into_iter().map(Some).collect(),
+                Err(_) => batch.iter().map(|_| None).collect(),
+            };
+        let prepare_ms = started.elapsed().as_millis();
         let inbound: Vec<Inbound> = batch
             .iter()
             .map(|m| Inbound {
@@ -200,17 +247,26 @@ impl Pipeline {
                 received_at: m.received_at.timestamp_millis(),
             })
             .collect();
-        let started = std::time::Instant::now();
         let recorded = self.store.record_many(&inbound).await?;
         crate::failpoint::hit("after_record");
-        let record_ms = started.elapsed().as_millis();
-
-        // The CPU-bound work first, outside the transaction, so the database is held only for lookups and
-        // writes (on SQLite the batch holds the one write lock the outbox needs too).
-        let prepared = self.prepare_all(mailbox, batch, &recorded);
-        let prepare_ms = started.elapsed().as_millis() - record_ms;
+        let record_ms = started.elapsed().as_millis() - prepare_ms;
         let registry = self.prefetch_registry(&prepared).await?;
-        let before_filing = started.elapsed().as_millis();
+        let registry_ms = started.elapsed().as_millis() - prepare_ms - record_ms;
+        Ok(Staged { recorded, prepared, registry, started, prepare_ms, record_ms, registry_ms })
+    }
+
+    /// The second half of [`Pipeline::process_batch`]: decides and files every message of a staged batch in
+    /// one transaction.
+    #[tracing::instrument(skip_all, fields(mailbox = %mailbox.name, messages = batch.len()))]
+    pub async fn file_staged(
+        &self,
+        mailbox: &MailboxConfig,
+        batch: &[Incoming<'_>],
+        staged: Staged,
+    ) -> Result<Vec<Result<Outcome, PipelineError>>, PipelineError> {
+        let Staged { recorded, prepared, registry, started, prepare_ms, record_ms, registry_ms } = staged;
+        let waited_ms = started.elapsed().as_millis() - prepare_ms - record_ms - registry_ms;
+        let filing_started = std::time::Instant::now();
         // Optimistically without a savepoint per message (two round trips each); if any message fails, the
         // batch is undone and filed again with them, so a message that fails is undone alone.
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -234,10 +290,11 @@ impl Pipeline {
         crate::failpoint::hit("after_commit");
         // Where a batch's time goes, for tuning: `POSTROOM_LOG=postroom::pipeline=debug`.
         tracing::debug!(
-            record_ms,
             prepare_ms,
-            registry_ms = before_filing - record_ms - prepare_ms,
-            file_ms = started.elapsed().as_millis() - before_filing,
+            record_ms,
+            registry_ms,
+            waited_ms,
+            file_ms = filing_started.elapsed().as_millis(),
             "batch filed"
         );
         for (m, o) in batch.iter().zip(&outcomes) {
@@ -246,70 +303,6 @@ impl Pipeline {
             }
         }
         Ok(outcomes)
-    }
-
-    /// Parses a message, reads each of its candidate forms and checks each against its definition:
-    /// everything about it that needs no database.
-    fn prepare(&self, mailbox: &MailboxConfig, m: &Incoming<'_>) -> Prepared {
-        let parsed = crate::message::parse(m.raw, &self.config.limits.message());
-        let ctx = validate::Context {
-            catalog: &self.catalog,
-            mailbox: &mailbox.name,
-            received_at: m.received_at,
-            forms_url: &self.config.mail.forms_url,
-        };
-        let read = match &parsed {
-            Ok(msg) => msg
-                .candidate_forms()
-                .map(|a| {
-                    let form = extract::extract(&a.bytes, &self.catalog, &self.config.limits.docx()).map(|extracted| {
-                        let def = self
-                            .catalog
-                            .get(&extracted.form_id, &extracted.version)
-                            .or_else(|| self.catalog.current(&extracted.form_id))
-                            .cloned();
-                        let checked = def.map(|def| {
-                            let checked = validate::check_form(&def, &extracted, &ctx);
-                            (def, checked)
-                        });
-                        ReadForm { extracted, checked }
-                    });
-                    (crate::sha256_hex(&a.bytes), form)
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        Prepared { parsed, read }
-    }
-
-    /// [`Pipeline::prepare`] for every message of a batch not filed before, on two threads.
-    fn prepare_all(
-        &self,
-        mailbox: &MailboxConfig,
-        batch: &[Incoming<'_>],
-        recorded: &[Recorded],
-    ) -> Vec<Option<Prepared>> {
-        let work = |range: std::ops::Range<usize>| -> Vec<Option<Prepared>> {
-            range
-                .map(|i| match (batch.get(i), recorded.get(i)) {
-                    (Some(m), Some(Recorded::New { .. } | Recorded::Unfinished { .. })) => {
-                        Some(self.prepare(mailbox, m))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
-        let half = batch.len() / 2;
-        if half == 0 {
-            return work(0..batch.len());
-        }
-        std::thread::scope(|scope| {
-            let second = scope.spawn(|| work(half..batch.len()));
-            let mut all = work(0..half);
-            // A panic there (parsing and reading already catch their own) leaves the rest to be done here.
-            all.extend(second.join().unwrap_or_else(|_| (half..batch.len()).map(|_| None).collect()));
-            all
-        })
     }
 
     /// The registry rows every form of the batch names, read at once (see [`Prefetched`]).
@@ -350,7 +343,7 @@ impl Pipeline {
         let Prepared { parsed, read } = match prepared {
             Some(p) => p,
             None => {
-                prepared_here = self.prepare(mailbox, m);
+                prepared_here = self.reader().read(&mailbox.name, m.raw, m.received_at);
                 &prepared_here
             }
         };
@@ -563,7 +556,7 @@ impl Pipeline {
                         form.problems.extend(checked.problems.iter().cloned());
                         let needs_location = def.field("location_id").is_some_and(|f| f.required);
                         let authority = crate::registry::check::check_with(
-                            &self.store,
+                            db,
                             registry,
                             &from.address,
                             needs_location,
@@ -840,6 +833,57 @@ impl Pipeline {
             reply: filing.reply.as_ref().map(|r| r.kind.clone()),
             folder: Folder::for_status(d.status),
         }
+    }
+}
+
+impl Reader {
+    /// Parses a message, reads each of its candidate forms and checks each against its definition.
+    fn read(&self, mailbox: &str, raw: &[u8], received_at: DateTime<Utc>) -> Prepared {
+        let parsed = crate::message::parse(raw, &self.message_limits);
+        let ctx = validate::Context { catalog: &self.catalog, mailbox, received_at, forms_url: &self.forms_url };
+        let read = match &parsed {
+            Ok(msg) => msg
+                .candidate_forms()
+                .map(|a| {
+                    let form = extract::extract(&a.bytes, &self.catalog, &self.docx_limits).map(|extracted| {
+                        let def = self
+                            .catalog
+                            .get(&extracted.form_id, &extracted.version)
+                            .or_else(|| self.catalog.current(&extracted.form_id))
+                            .cloned();
+                        let checked = def.map(|def| {
+                            let checked = validate::check_form(&def, &extracted, &ctx);
+                            (def, checked)
+                        });
+                        ReadForm { extracted, checked }
+                    });
+                    (crate::sha256_hex(&a.bytes), form)
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        Prepared { parsed, read }
+    }
+
+    /// [`Reader::read`] for every message of a batch (raw bytes and arrival), on two threads.
+    fn read_all(&self, mailbox: &str, batch: &[(Vec<u8>, DateTime<Utc>)]) -> Vec<Prepared> {
+        let work = |part: &[(Vec<u8>, DateTime<Utc>)]| -> Vec<Prepared> {
+            part.iter().map(|(raw, at)| self.read(mailbox, raw, *at)).collect()
+        };
+        let (first, second) = batch.split_at(batch.len() / 2);
+        if first.is_empty() {
+            return work(second);
+        }
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| work(second));
+            let mut all = work(first);
+            match other.join() {
+                Ok(rest) => all.extend(rest),
+                // A panic there: that half is read again here, where a panic is the caller's to catch.
+                Err(_) => all.extend(work(second)),
+            }
+            all
+        })
     }
 }
 

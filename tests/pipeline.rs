@@ -419,3 +419,60 @@ async fn a_sender_slower_than_its_claim_hands_replies_back_instead_of_racing_ano
     assert!(!nf.is_empty() && !ns.is_empty(), "both senders sent: slow {ns:?}, fast {nf:?}");
     assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 12)]);
 }
+
+#[tokio::test]
+async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batch_is_filed() {
+    let app = TestApp::start().await;
+    let pool = app.pipeline.store.pool();
+    // The database refuses one form: the batch is filed optimistically first, fails, and is filed again
+    // message by message.
+    match app.pipeline.store.backend() {
+        postroom::store::Backend::Sqlite => {
+            sqlx::query(
+                "CREATE TRIGGER poison BEFORE INSERT ON submissions WHEN NEW.attachment_name = 'poison.docx' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        postroom::store::Backend::Postgres => {
+            sqlx::query(
+                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.attachment_name = 'poison.docx' \
+                 THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+            sqlx::query("CREATE TRIGGER poison BEFORE INSERT ON submissions FOR EACH ROW EXECUTE FUNCTION poison()")
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    }
+    let email = |id: &str, name: &str| {
+        let form = app.form("death", |v| {
+            v.insert("person_identifier".into(), text(name));
+        });
+        app.email(id, "x", vec![Attached::docx(name, form)])
+    };
+    let raws = [email("b1@x", "one.docx"), email("b2@x", "poison.docx"), email("b3@x", "three.docx")];
+    let keys = ["b1", "b2", "b3"];
+    let batch: Vec<postroom::pipeline::Incoming> = raws
+        .iter()
+        .zip(keys)
+        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
+        .collect();
+    let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
+    let outcomes = app.pipeline.process_batch(&mb, &batch).await.unwrap();
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(outcomes[0].as_ref().unwrap().outcome, "accepted");
+    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("poisoned"), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2].as_ref().unwrap().outcome, "accepted");
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT source_key, status FROM messages ORDER BY source_key").fetch_all(pool).await.unwrap();
+    let statuses: Vec<(&str, &str)> = statuses.iter().map(|(k, s)| (k.as_str(), s.as_str())).collect();
+    assert_eq!(statuses, [("b1", "accepted"), ("b2", "received"), ("b3", "accepted")], "b2 left to retry");
+    let replies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(pool).await.unwrap();
+    assert_eq!(replies, 2, "one reply each for the two filed, none for the one undone");
+}

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, Row};
 
 use super::Role;
 use crate::ids::{EmailAddress, LocationId, ProviderId};
@@ -29,7 +29,8 @@ pub async fn check(
     provider_id: Option<&str>,
     location_id: Option<&str>,
 ) -> Result<Vec<Problem>, StoreError> {
-    check_with(store, &Prefetched::default(), sender, form_needs_location, provider_id, location_id).await
+    let mut db = store.pool().acquire().await?;
+    check_with(&mut db, &Prefetched::default(), sender, form_needs_location, provider_id, location_id).await
 }
 
 /// The registry rows a batch of forms names, read in three queries for the whole batch instead of three per
@@ -50,12 +51,13 @@ impl Prefetched {
         provider_ids: impl IntoIterator<Item = &'a str>,
         location_ids: impl IntoIterator<Item = &'a str>,
     ) -> Result<Prefetched, StoreError> {
-        let pool = store.pool();
+        let mut db = store.pool().acquire().await?;
+        let db = &mut *db;
         let mut cache = Prefetched::default();
         let senders: Vec<String> = distinct(senders.into_iter().map(str::to_string));
         for chunk in senders.chunks(IN_LIST_CHUNK) {
             cache.roles.extend(chunk.iter().map(|s| (s.clone(), Vec::new())));
-            for (email, held) in roles_in(pool, chunk).await? {
+            for (email, held) in roles_in(db, chunk).await? {
                 cache.roles.entry(email).or_default().push(held);
             }
         }
@@ -63,7 +65,7 @@ impl Prefetched {
             distinct(provider_ids.into_iter().filter_map(ProviderId::parse).map(|p| p.as_str().to_string()));
         for chunk in providers.chunks(IN_LIST_CHUNK) {
             cache.providers.extend(chunk.iter().map(|p| (p.clone(), None)));
-            for p in providers_in(pool, chunk).await? {
+            for p in providers_in(db, chunk).await? {
                 cache.providers.insert(p.id.clone(), Some(p));
             }
         }
@@ -71,7 +73,7 @@ impl Prefetched {
             distinct(location_ids.into_iter().filter_map(LocationId::parse).map(|l| l.as_str().to_string()));
         for chunk in locations.chunks(IN_LIST_CHUNK) {
             cache.locations.extend(chunk.iter().map(|l| (l.clone(), None)));
-            for l in locations_in(pool, chunk).await? {
+            for l in locations_in(db, chunk).await? {
                 cache.locations.insert(l.id.clone(), Some(l));
             }
         }
@@ -86,37 +88,37 @@ fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
     v
 }
 
-/// [`check`], answered from `cache` where it can.
+/// [`check`] on `db` (a filing transaction's own connection: no second connection is needed while it holds
+/// SQLite's write lock), answered from `cache` where it can.
 pub async fn check_with(
-    store: &Store,
+    db: &mut AnyConnection,
     cache: &Prefetched,
     sender: &EmailAddress,
     form_needs_location: bool,
     provider_id: Option<&str>,
     location_id: Option<&str>,
 ) -> Result<Vec<Problem>, StoreError> {
-    let pool = store.pool();
     let held = match cache.roles.get(sender.comparison_key()) {
         Some(held) => held.clone(),
-        None => roles_in(pool, &[sender.comparison_key().to_string()]).await?.into_iter().map(|(_, h)| h).collect(),
+        None => roles_in(db, &[sender.comparison_key().to_string()]).await?.into_iter().map(|(_, h)| h).collect(),
     };
     let provider_id = provider_id.and_then(ProviderId::parse);
     let location_id = if form_needs_location { location_id.and_then(LocationId::parse) } else { None };
     let provider = match &provider_id {
         Some(p) => match cache.providers.get(p.as_str()) {
             Some(found) => found.clone(),
-            None => find_provider(pool, p.as_str()).await?,
+            None => find_provider(db, p.as_str()).await?,
         },
         None => None,
     };
     let location = match &location_id {
         Some(l) => match cache.locations.get(l.as_str()) {
             Some(found) => found.clone(),
-            None => find_location(pool, l.as_str()).await?,
+            None => find_location(db, l.as_str()).await?,
         },
         None => None,
     };
-    let ctx = Ctx { pool, sender, held: &held };
+    let ctx = Ctx { sender, held: &held };
     let mut problems = Vec::new();
 
     // Who is sending.
@@ -130,7 +132,7 @@ pub async fn check_with(
     // The provider.
     let active_provider = match (&provider_id, &provider) {
         (Some(id), None) => {
-            problems.push(ctx.unknown_provider(id.as_str(), location.as_ref()).await?);
+            problems.push(ctx.unknown_provider(db, id.as_str(), location.as_ref()).await?);
             None
         }
         (Some(_), Some(p)) if p.deregistered_at.is_some() => {
@@ -143,12 +145,12 @@ pub async fn check_with(
     // The location.
     let mut location_of_provider = None;
     match (&location_id, &location) {
-        (Some(id), None) => problems.push(ctx.unknown_location(id.as_str(), active_provider).await?),
+        (Some(id), None) => problems.push(ctx.unknown_location(db, id.as_str(), active_provider).await?),
         (Some(_), Some(l)) if l.deregistered_at.is_some() => {
-            problems.push(ctx.location_deregistered(l, active_provider).await?)
+            problems.push(ctx.location_deregistered(db, l, active_provider).await?)
         }
         (Some(_), Some(l)) => match active_provider {
-            Some(p) if p.id != l.provider_id => problems.push(ctx.location_not_of_provider(l, p).await?),
+            Some(p) if p.id != l.provider_id => problems.push(ctx.location_not_of_provider(db, l, p).await?),
             Some(_) => location_of_provider = Some(l),
             None => {}
         },
@@ -211,20 +213,13 @@ impl LocationRec {
 }
 
 /// The roles held under each of `emails` (comparison keys), as (email, role) in a stable order.
-async fn roles_in(pool: &AnyPool, emails: &[String]) -> Result<Vec<(String, Held)>, StoreError> {
-    let sql = format!(
-        "SELECT pe.email, pe.person_id, pe.name, pe.role, pe.provider_id, pe.location_id, pr.name AS provider_name, \
-         l.name AS location_name FROM people pe \
+async fn roles_in(db: &mut AnyConnection, emails: &[String]) -> Result<Vec<(String, Held)>, StoreError> {
+    let select = "SELECT pe.email, pe.person_id, pe.name, pe.role, pe.provider_id, pe.location_id, \
+         pr.name AS provider_name, l.name AS location_name FROM people pe \
          LEFT JOIN providers pr ON pr.provider_id = pe.provider_id \
-         LEFT JOIN locations l ON l.location_id = pe.location_id \
-         WHERE pe.email IN ({}) ORDER BY pe.email, pe.person_id, pe.provider_id, pe.location_id",
-        placeholders(1, emails.len())
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for e in emails {
-        query = query.bind(e);
-    }
-    let rows = query.fetch_all(pool).await?;
+         LEFT JOIN locations l ON l.location_id = pe.location_id";
+    let order = " ORDER BY pe.email, pe.person_id, pe.provider_id, pe.location_id";
+    let rows = rows_in(db, select, "pe.email", emails, order).await?;
     let mut held = Vec::with_capacity(rows.len());
     for r in rows {
         let role: String = r.try_get("role")?;
@@ -245,6 +240,22 @@ async fn roles_in(pool: &AnyPool, emails: &[String]) -> Result<Vec<(String, Held
         ));
     }
     Ok(held)
+}
+
+/// The rows of `select` whose `column` is one of `values`, then `order` (an `ORDER BY` clause or nothing).
+async fn rows_in(
+    db: &mut AnyConnection,
+    select: &str,
+    column: &str,
+    values: &[String],
+    order: &str,
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let sql = format!("{select} WHERE {column} IN ({}){order}", placeholders(1, values.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        query = query.bind(v);
+    }
+    Ok(query.fetch_all(&mut *db).await?)
 }
 
 fn provider_rec(r: &sqlx::any::AnyRow) -> Result<ProviderRec, sqlx::Error> {
@@ -270,42 +281,32 @@ const PROVIDER_COLUMNS: &str = "SELECT provider_id, name, deregistered_at FROM p
 const LOCATION_COLUMNS: &str = "SELECT l.location_id, l.name, l.postcode, l.provider_id, p.name AS provider_name, \
      l.deregistered_at FROM locations l JOIN providers p ON p.provider_id = l.provider_id";
 
-async fn find_provider(pool: &AnyPool, id: &str) -> Result<Option<ProviderRec>, StoreError> {
-    Ok(providers_in(pool, &[id.to_string()]).await?.pop())
+async fn find_provider(db: &mut AnyConnection, id: &str) -> Result<Option<ProviderRec>, StoreError> {
+    Ok(providers_in(db, &[id.to_string()]).await?.pop())
 }
 
-async fn providers_in(pool: &AnyPool, ids: &[String]) -> Result<Vec<ProviderRec>, StoreError> {
-    let sql = format!("{PROVIDER_COLUMNS} WHERE provider_id IN ({})", placeholders(1, ids.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id);
-    }
-    let rows = query.fetch_all(pool).await?;
+async fn providers_in(db: &mut AnyConnection, ids: &[String]) -> Result<Vec<ProviderRec>, StoreError> {
+    let rows = rows_in(db, PROVIDER_COLUMNS, "provider_id", ids, "").await?;
     Ok(rows.iter().map(provider_rec).collect::<Result<_, _>>()?)
 }
 
-async fn find_location(pool: &AnyPool, id: &str) -> Result<Option<LocationRec>, StoreError> {
-    Ok(locations_in(pool, &[id.to_string()]).await?.pop())
+async fn find_location(db: &mut AnyConnection, id: &str) -> Result<Option<LocationRec>, StoreError> {
+    Ok(locations_in(db, &[id.to_string()]).await?.pop())
 }
 
-async fn locations_in(pool: &AnyPool, ids: &[String]) -> Result<Vec<LocationRec>, StoreError> {
-    let sql = format!("{LOCATION_COLUMNS} WHERE l.location_id IN ({})", placeholders(1, ids.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id);
-    }
-    let rows = query.fetch_all(pool).await?;
+async fn locations_in(db: &mut AnyConnection, ids: &[String]) -> Result<Vec<LocationRec>, StoreError> {
+    let rows = rows_in(db, LOCATION_COLUMNS, "l.location_id", ids, "").await?;
     Ok(rows.iter().map(location_rec).collect::<Result<_, _>>()?)
 }
 
 /// "these are this provider's locations: ...", the registered ones, by name, at most [`LOCATIONS_LISTED`].
-async fn locations_list(pool: &AnyPool, provider: &ProviderRec) -> Result<String, StoreError> {
+async fn locations_list(db: &mut AnyConnection, provider: &ProviderRec) -> Result<String, StoreError> {
     let rows = sqlx::query(
         "SELECT location_id, name, postcode FROM locations WHERE provider_id = $1 AND deregistered_at IS NULL \
          ORDER BY name, location_id",
     )
     .bind(&provider.id)
-    .fetch_all(pool)
+    .fetch_all(&mut *db)
     .await?;
     if rows.is_empty() {
         return Ok(format!(" Provider {} has no registered locations at present.", provider.id));
@@ -342,7 +343,6 @@ fn and_list(items: &[&str]) -> String {
 }
 
 struct Ctx<'a> {
-    pool: &'a AnyPool,
     sender: &'a EmailAddress,
     held: &'a [Held],
 }
@@ -415,10 +415,15 @@ impl Ctx<'_> {
             ))
     }
 
-    async fn unknown_provider(&self, id: &str, location: Option<&LocationRec>) -> Result<Problem, StoreError> {
+    async fn unknown_provider(
+        &self,
+        db: &mut AnyConnection,
+        id: &str,
+        location: Option<&LocationRec>,
+    ) -> Result<Problem, StoreError> {
         let mut message = format!("The provider ID {id} is not one we hold.");
         // Which provider a location belongs to is told only to someone registered at that provider.
-        if let Some(l) = find_location(self.pool, id).await? {
+        if let Some(l) = find_location(db, id).await? {
             if self.holds_role_at(&l.provider_id) {
                 message.push_str(&format!(
                     " {id} is the ID of a location, {}; the provider ID of that location is {} ({}).",
@@ -458,9 +463,14 @@ impl Ctx<'_> {
             )
     }
 
-    async fn unknown_location(&self, id: &str, provider: Option<&ProviderRec>) -> Result<Problem, StoreError> {
+    async fn unknown_location(
+        &self,
+        db: &mut AnyConnection,
+        id: &str,
+        provider: Option<&ProviderRec>,
+    ) -> Result<Problem, StoreError> {
         let mut message = format!("The location ID {id} is not one we hold.");
-        if let Some(p) = find_provider(self.pool, id).await? {
+        if let Some(p) = find_provider(db, id).await? {
             if self.holds_role_at(&p.id) {
                 message.push_str(&format!(" {id} is the provider ID of {}, not a location ID.", p.name));
             } else {
@@ -468,7 +478,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(p) = provider.filter(|p| self.holds_role_at(&p.id)) {
-            message.push_str(&locations_list(self.pool, p).await?);
+            message.push_str(&locations_list(db, p).await?);
         }
         Ok(Problem::new(ProblemCode::UnknownLocation).field("location_id").value(id).message(message).hint(
             "Use the location ID of the registered location where the event happened, from its registration \
@@ -478,6 +488,7 @@ impl Ctx<'_> {
 
     async fn location_deregistered(
         &self,
+        db: &mut AnyConnection,
         l: &LocationRec,
         provider: Option<&ProviderRec>,
     ) -> Result<Problem, StoreError> {
@@ -488,7 +499,7 @@ impl Ctx<'_> {
             l.label()
         );
         if let Some(p) = provider.filter(|p| self.holds_role_at(&p.id)) {
-            message.push_str(&locations_list(self.pool, p).await?);
+            message.push_str(&locations_list(db, p).await?);
         }
         Ok(Problem::new(ProblemCode::LocationDeregistered).field("location_id").value(&l.id).message(message).hint(
             "Use the ID of the registered location where the event happened. If the service moved or re-registered, \
@@ -496,10 +507,15 @@ impl Ctx<'_> {
         ))
     }
 
-    async fn location_not_of_provider(&self, l: &LocationRec, p: &ProviderRec) -> Result<Problem, StoreError> {
+    async fn location_not_of_provider(
+        &self,
+        db: &mut AnyConnection,
+        l: &LocationRec,
+        p: &ProviderRec,
+    ) -> Result<Problem, StoreError> {
         let mut message = format!("Location {} is not one of the locations of provider {} ({}).", l.id, p.id, p.name);
         if self.holds_role_at(&p.id) {
-            message.push_str(&locations_list(self.pool, p).await?);
+            message.push_str(&locations_list(db, p).await?);
         }
         if self.holds_role_at(&l.provider_id) {
             message.push_str(&format!(

@@ -11,7 +11,7 @@ use super::session::{FetchedMessage, ImapSession, Pending};
 use super::{ImapError, connect};
 use crate::config::{FoldersConfig, ImapConfig, MailboxConfig};
 use crate::daemon::Shutdown;
-use crate::pipeline::{Folder, Incoming, Pipeline};
+use crate::pipeline::{Folder, Incoming, Pipeline, PipelineError, Staged};
 
 /// Isolated fetch attempts after which a message the server will not hand over is quarantined unfetched.
 pub const MAX_FETCH_ATTEMPTS: u32 = 3;
@@ -390,8 +390,9 @@ async fn fetch_next(
     Ok(None)
 }
 
-/// Files fetched messages, `daemon.batch_size` per durable commit, renewing the mailbox lease as it goes (a
-/// backlog can take longer than the lease lasts; once lost, it stops). Returns what was filed, to settle.
+/// Files fetched messages, `daemon.batch_size` per transaction, each batch read and recorded while the one
+/// before it is filed, renewing the mailbox lease as it goes (a backlog can take longer than the lease
+/// lasts; once lost, it stops). Returns what was filed, to settle.
 async fn file_fetched(
     p: &Pipeline,
     mailbox: &MailboxConfig,
@@ -413,9 +414,40 @@ async fn file_fetched(
             received_at: m.internal_date.filter(|d| *d <= now).unwrap_or(now),
         })
         .collect();
+    let chunks: Vec<(&[Incoming], &[FetchedMessage])> =
+        incoming.chunks(batch_size).zip(fetched.chunks(batch_size)).collect();
+    let chunks = &chunks;
     let mut done = Vec::with_capacity(fetched.len());
-    for (chunk, uids) in incoming.chunks(batch_size).zip(fetched.chunks(batch_size)) {
-        match p.process_batch(mailbox, chunk).await {
+    // A two-stage pipeline: while one batch is filed, the next is read, recorded and looked up. A staged
+    // batch not filed (shutdown, lost lease) is recorded only: the next round finds it unfinished.
+    let mut staged: Option<(usize, Result<Staged, PipelineError>)> = None;
+    let mut next = 0;
+    loop {
+        let stop = shutdown.requested() || lease.lost;
+        let stage = chunks.get(next).filter(|_| !stop).map(|(chunk, _)| p.stage(mailbox, chunk));
+        let file = staged.take().map(|(i, s)| async move {
+            let filed = match s {
+                Ok(s) => p.file_staged(mailbox, chunks[i].0, s).await,
+                Err(e) => Err(e),
+            };
+            (i, filed)
+        });
+        let (filed, stage) = match (file, stage) {
+            (None, None) => break,
+            (Some(file), None) => (Some(file.await), None),
+            (None, Some(stage)) => (None, Some(stage.await)),
+            (Some(file), Some(stage)) => {
+                let (filed, stage) = tokio::join!(file, stage);
+                (Some(filed), Some(stage))
+            }
+        };
+        if let Some(stage) = stage {
+            staged = Some((next, stage));
+            next += 1;
+        }
+        let Some((i, filed)) = filed else { continue };
+        let (chunk, uids) = chunks[i];
+        match filed {
             Ok(outcomes) => {
                 for ((outcome, m), f) in outcomes.into_iter().zip(chunk).zip(uids) {
                     match outcome {
