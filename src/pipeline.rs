@@ -269,12 +269,19 @@ impl Pipeline {
         let filing_started = std::time::Instant::now();
         // Optimistically without a savepoint per message (two round trips each); if any message fails, the
         // batch is undone and filed again with them, so a message that fails is undone alone.
+        let keys = lookup_keys(&prepared);
         let mut outcomes = Vec::with_capacity(batch.len());
         for isolated in [false, true] {
             outcomes.clear();
             let mut filing = self.store.begin_batch().await?;
+            let known = match &keys {
+                Some(keys) => queries::Known::load(filing.connection(), keys).await?,
+                None => queries::Known::everything(),
+            };
+            let mut lookups = Lookups { registry: &registry, known };
             for ((m, recorded), prepared) in batch.iter().zip(&recorded).zip(&prepared) {
-                let outcome = self.file_one(&mut filing, &registry, mailbox, m, recorded, prepared.as_ref(), isolated);
+                let outcome =
+                    self.file_one(&mut filing, &mut lookups, mailbox, m, recorded, prepared.as_ref(), isolated);
                 outcomes.push(outcome.await);
                 if !isolated && outcomes.last().is_some_and(Result::is_err) {
                     break;
@@ -328,7 +335,7 @@ impl Pipeline {
     async fn file_one(
         &self,
         batch: &mut Batch,
-        registry: &Prefetched,
+        lookups: &mut Lookups<'_>,
         mailbox: &MailboxConfig,
         m: &Incoming<'_>,
         recorded: &Recorded,
@@ -352,13 +359,13 @@ impl Pipeline {
             let filed = if isolated {
                 let mut savepoint = batch.message().await?;
                 let filed =
-                    self.decide_and_file(&mut savepoint, registry, ledger_id, sha256, mailbox, m, parsed, read).await;
+                    self.decide_and_file(&mut savepoint, lookups, ledger_id, sha256, mailbox, m, parsed, read).await;
                 if filed.is_ok() {
                     savepoint.commit().await.map_err(StoreError::from)?;
                 }
                 filed
             } else {
-                self.decide_and_file(batch.connection(), registry, ledger_id, sha256, mailbox, m, parsed, read).await
+                self.decide_and_file(batch.connection(), lookups, ledger_id, sha256, mailbox, m, parsed, read).await
             };
             match filed {
                 // A freshly drawn reference collided with an old one: undo this message and draw again.
@@ -375,7 +382,7 @@ impl Pipeline {
     async fn decide_and_file(
         &self,
         db: &mut AnyConnection,
-        registry: &Prefetched,
+        lookups: &mut Lookups<'_>,
         ledger_id: i64,
         sha256: &str,
         mailbox: &MailboxConfig,
@@ -385,11 +392,13 @@ impl Pipeline {
     ) -> Result<Outcome, PipelineError> {
         let message = parsed.as_ref().ok();
         let decision = match parsed {
-            Ok(msg) => self.decide(db, registry, ledger_id, msg, read, m.received_at).await?,
+            Ok(msg) => self.decide(db, lookups, ledger_id, msg, read, m.received_at).await?,
             Err(e) => Decision::without_reply("quarantined", e.reason_code()),
         };
         let filing = self.filing(ledger_id, sha256, mailbox, message, &decision, m.received_at)?;
-        queries::file(db, &filing).await?;
+        if queries::file(db, &filing).await? {
+            lookups.known.add(&filing);
+        }
         Ok(self.outcome(ledger_id, message, &decision, &filing))
     }
 
@@ -447,7 +456,7 @@ impl Pipeline {
     async fn decide(
         &self,
         db: &mut AnyConnection,
-        registry: &Prefetched,
+        lookups: &Lookups<'_>,
         ledger_id: i64,
         m: &Message,
         read: &[FormRead],
@@ -480,6 +489,7 @@ impl Pipeline {
         let candidates: Vec<_> = m.candidate_forms().collect();
         let shas: Vec<String> = read.iter().map(|(sha, _)| sha.clone()).collect();
         if let Some(mid) = &env.message_id
+            && lookups.known.may_be_redelivery(mid)
             && let Some(original) = queries::find_redelivery(db, ledger_id, mid, &sender, &shas).await?
         {
             let refs = queries::references_of(db, original).await?;
@@ -490,7 +500,7 @@ impl Pipeline {
         }
         // The same form bytes from the same sender, filed before: not filed again.
         let mut duplicates = Vec::new();
-        for sha in &shas {
+        for sha in shas.iter().filter(|sha| lookups.known.may_be_same_form(sha)) {
             if let Some(s) = queries::find_same_form(db, ledger_id, &sender, sha).await? {
                 duplicates.push((sha.clone(), s));
             }
@@ -557,7 +567,7 @@ impl Pipeline {
                         let needs_location = def.field("location_id").is_some_and(|f| f.required);
                         let authority = crate::registry::check::check_with(
                             db,
-                            registry,
+                            lookups.registry,
                             &from.address,
                             needs_location,
                             checked.text("provider_id"),
@@ -584,7 +594,7 @@ impl Pipeline {
             for p in &mut form.problems {
                 p.form_index = Some(index);
             }
-            self.link(db, &mut form, &sender, &quoted, received_at).await?;
+            self.link(db, &lookups.known, &mut form, &sender, &quoted, received_at).await?;
             forms.push(form);
         }
 
@@ -607,11 +617,18 @@ impl Pipeline {
         // Loop and flood protection: past the reply budget the email is still filed but not answered.
         let since = received_at.timestamp_millis() - (self.config.limits.reply_window_secs as i64).saturating_mul(1000);
         let limits = &self.config.limits;
-        let over_budget = queries::replies_to_since(db, &sender, since, None).await?
-            >= i64::from(limits.max_replies_per_sender)
-            || (reply == ReplyKind::NoForm
-                && queries::replies_to_since(db, &sender, since, Some(ReplyKind::NoForm.as_str())).await?
-                    >= i64::from(limits.max_no_form_replies_per_sender));
+        // Counted only where the batch's lookup keys say there can be any.
+        let any_replies = lookups.known.may_have_replies(&sender);
+        let replies = if any_replies { queries::replies_to_since(db, &sender, since, None).await? } else { 0 };
+        let mut over_budget = replies >= i64::from(limits.max_replies_per_sender);
+        if !over_budget && reply == ReplyKind::NoForm {
+            let no_form = if any_replies {
+                queries::replies_to_since(db, &sender, since, Some(ReplyKind::NoForm.as_str())).await?
+            } else {
+                0
+            };
+            over_budget = no_form >= i64::from(limits.max_no_form_replies_per_sender);
+        }
         if over_budget {
             tracing::warn!(ledger_id, "reply budget for this sender spent: quarantined, not answered");
             return Ok(Decision {
@@ -630,6 +647,7 @@ impl Pipeline {
     async fn link(
         &self,
         db: &mut AnyConnection,
+        known: &queries::Known,
         form: &mut FormResult,
         sender: &str,
         quoted: &[Reference],
@@ -649,6 +667,7 @@ impl Pipeline {
         }
         if form.resubmission_of.is_none()
             && let Some(provider) = provider
+            && known.may_have_rejection(provider)
         {
             let since = received_at.timestamp_millis() - RESUBMISSION_WINDOW_MS;
             if let Some(s) = queries::open_rejection(db, sender, provider, &def.id, since).await? {
@@ -666,12 +685,14 @@ impl Pipeline {
             {
                 form.first_part = Some((s.id, s.reference));
             } else if let Some(person) = person_key(checked)
+                && known.may_have_first_part(provider)
                 && let Some(s) = queries::first_part(db, provider, first_form, &person).await?
             {
                 form.first_part = Some((s.id, s.reference));
             }
         }
         if let (Some(location), Some(date)) = (checked.text("location_id"), checked.text("event_date"))
+            && known.may_be_same_incident(location)
             && let Some(s) = queries::same_incident(db, &def.id, location, date, checked.text("event_time")).await?
         {
             form.same_incident = Some((s.id, s.reference));
@@ -885,6 +906,36 @@ impl Reader {
             all
         })
     }
+}
+
+/// What deciding a message of a batch looks up first: the registry rows the batch names, and which of its
+/// ledger lookups can find anything at all.
+struct Lookups<'a> {
+    registry: &'a Prefetched,
+    known: queries::Known,
+}
+
+/// The keys a batch's ledger lookups will ask about (see [`queries::Known`]); none when a message was not
+/// read ahead.
+fn lookup_keys(prepared: &[Option<Prepared>]) -> Option<queries::Keys> {
+    let mut keys = queries::Keys::default();
+    for p in prepared {
+        let p = p.as_ref()?;
+        let Ok(m) = &p.parsed else { continue };
+        keys.message_ids.extend(m.envelope.message_id.clone());
+        if let Some(from) = &m.envelope.from {
+            keys.senders.push(from.address.comparison_key().to_string());
+        }
+        for (sha, read) in &p.read {
+            keys.shas.push(sha.clone());
+            if let Some((def, checked)) = read.as_ref().ok().and_then(|r| r.checked.as_ref()) {
+                keys.forms.push(def.id.clone());
+                keys.providers.extend(checked.text("provider_id").map(str::to_string));
+                keys.locations.extend(checked.text("location_id").map(str::to_string));
+            }
+        }
+    }
+    Some(keys)
 }
 
 /// Who a notification is about, normalised: the provider's identifier for the person using the service,

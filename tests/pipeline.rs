@@ -457,14 +457,7 @@ async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batc
         app.email(id, "x", vec![Attached::docx(name, form)])
     };
     let raws = [email("b1@x", "one.docx"), email("b2@x", "poison.docx"), email("b3@x", "three.docx")];
-    let keys = ["b1", "b2", "b3"];
-    let batch: Vec<postroom::pipeline::Incoming> = raws
-        .iter()
-        .zip(keys)
-        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
-        .collect();
-    let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
-    let outcomes = app.pipeline.process_batch(&mb, &batch).await.unwrap();
+    let outcomes = process_batch(&app, &["b1", "b2", "b3"], &raws).await;
     assert_eq!(outcomes.len(), 3);
     assert_eq!(outcomes[0].as_ref().unwrap().outcome, "accepted");
     assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("poisoned"), "{:?}", outcomes[1]);
@@ -475,4 +468,59 @@ async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batc
     assert_eq!(statuses, [("b1", "accepted"), ("b2", "received"), ("b3", "accepted")], "b2 left to retry");
     let replies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(pool).await.unwrap();
     assert_eq!(replies, 2, "one reply each for the two filed, none for the one undone");
+}
+
+#[tokio::test]
+async fn within_one_batch_a_repeated_form_is_a_duplicate_and_a_correction_is_linked_to_its_rejection() {
+    let app = TestApp::start().await;
+    let form = |person: &str, complete: bool| {
+        app.form("death", |v| {
+            v.insert("person_identifier".into(), text(person));
+            if !complete {
+                v.remove("event_date");
+            }
+        })
+    };
+    let first = form("P-1", true);
+    let raws = [
+        app.email("w1@x", "first", vec![Attached::docx("a.docx", first.clone())]),
+        app.email("w2@x", "again", vec![Attached::docx("a.docx", first)]),
+        app.email("w3@x", "incomplete", vec![Attached::docx("b.docx", form("P-2", false))]),
+        app.email("w4@x", "corrected", vec![Attached::docx("b.docx", form("P-2", true))]),
+    ];
+    let outcomes: Vec<_> =
+        process_batch(&app, &["w1", "w2", "w3", "w4"], &raws).await.into_iter().map(Result::unwrap).collect();
+    let got: Vec<(&str, Option<&str>)> = outcomes.iter().map(|o| (o.outcome.as_str(), o.reason.as_deref())).collect();
+    assert_eq!(
+        got,
+        [("accepted", None), ("duplicate", Some("duplicate:same_form")), ("rejected", None), ("accepted", None)]
+    );
+    assert_eq!(outcomes[1].references, outcomes[0].references, "the duplicate names the original's reference");
+    let pool = app.pipeline.store.pool();
+    let linked: Option<i64> = sqlx::query_scalar("SELECT resubmission_of FROM submissions WHERE message_id = $1")
+        .bind(outcomes[3].ledger_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let rejected: i64 = sqlx::query_scalar("SELECT id FROM submissions WHERE message_id = $1")
+        .bind(outcomes[2].ledger_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(linked, Some(rejected), "the correction is linked to the rejection filed earlier in the batch");
+}
+
+/// Files `raws` under `keys` as one batch in the notifications mailbox.
+async fn process_batch(
+    app: &TestApp,
+    keys: &[&str],
+    raws: &[Vec<u8>],
+) -> Vec<Result<postroom::pipeline::Outcome, postroom::pipeline::PipelineError>> {
+    let batch: Vec<postroom::pipeline::Incoming> = raws
+        .iter()
+        .zip(keys)
+        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
+        .collect();
+    let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
+    app.pipeline.process_batch(&mb, &batch).await.unwrap()
 }

@@ -13,7 +13,7 @@ use sqlx::{AnyConnection, Row};
 use super::Role;
 use crate::ids::{EmailAddress, LocationId, ProviderId};
 use crate::problem::{Problem, ProblemCode};
-use crate::store::{IN_LIST_CHUNK, Store, StoreError, placeholders};
+use crate::store::{IN_LIST_CHUNK, Store, StoreError, rows_in};
 
 /// How many of a provider's locations a message lists before "and N more".
 const LOCATIONS_LISTED: usize = 20;
@@ -240,22 +240,6 @@ async fn roles_in(db: &mut AnyConnection, emails: &[String]) -> Result<Vec<(Stri
         ));
     }
     Ok(held)
-}
-
-/// The rows of `select` whose `column` is one of `values`, then `order` (an `ORDER BY` clause or nothing).
-async fn rows_in(
-    db: &mut AnyConnection,
-    select: &str,
-    column: &str,
-    values: &[String],
-    order: &str,
-) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
-    let sql = format!("{select} WHERE {column} IN ({}){order}", placeholders(1, values.len()));
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for v in values {
-        query = query.bind(v);
-    }
-    Ok(query.fetch_all(&mut *db).await?)
 }
 
 fn provider_rec(r: &sqlx::any::AnyRow) -> Result<ProviderRec, sqlx::Error> {

@@ -438,6 +438,23 @@ const RECORD_CHUNK: usize = 50;
 /// Values per `IN (...)` list.
 pub(crate) const IN_LIST_CHUNK: usize = 500;
 
+/// The rows of `select` whose `column` is one of `values` (at most [`IN_LIST_CHUNK`]), then `tail` (more
+/// conditions, an `ORDER BY`, or nothing).
+pub(crate) async fn rows_in(
+    db: &mut AnyConnection,
+    select: &str,
+    column: &str,
+    values: &[String],
+    tail: &str,
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let sql = format!("{select} WHERE {column} IN ({}){tail}", placeholders(1, values.len()));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for v in values {
+        query = query.bind(v);
+    }
+    Ok(query.fetch_all(&mut *db).await?)
+}
+
 /// `($1, $2), ($3, $4), ...`: `rows` rows of `columns` numbered placeholders for a multi-row `VALUES`.
 fn value_rows(rows: usize, columns: usize) -> String {
     (0..rows).map(|r| format!("({})", placeholders(r * columns + 1, columns))).collect::<Vec<_>>().join(", ")
