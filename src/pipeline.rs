@@ -108,6 +108,7 @@ struct Reader {
 pub struct Staged {
     recorded: Vec<Recorded>,
     prepared: Vec<Option<Prepared>>,
+    keys: queries::Keys,
     registry: Prefetched,
     started: std::time::Instant,
     prepare_ms: u128,
@@ -250,9 +251,17 @@ impl Pipeline {
         let recorded = self.store.record_many(&inbound).await?;
         crate::failpoint::hit("after_record");
         let record_ms = started.elapsed().as_millis() - prepare_ms;
-        let registry = self.prefetch_registry(&prepared).await?;
+        let keys = lookup_keys(&prepared);
+        let (senders, providers, locations) = (&keys.senders, &keys.providers, &keys.locations);
+        let registry = Prefetched::load(
+            &self.store,
+            senders.iter().map(String::as_str),
+            providers.iter().map(String::as_str),
+            locations.iter().map(String::as_str),
+        )
+        .await?;
         let registry_ms = started.elapsed().as_millis() - prepare_ms - record_ms;
-        Ok(Staged { recorded, prepared, registry, started, prepare_ms, record_ms, registry_ms })
+        Ok(Staged { recorded, prepared, keys, registry, started, prepare_ms, record_ms, registry_ms })
     }
 
     /// The second half of [`Pipeline::process_batch`]: decides and files every message of a staged batch in
@@ -264,19 +273,19 @@ impl Pipeline {
         batch: &[Incoming<'_>],
         staged: Staged,
     ) -> Result<Vec<Result<Outcome, PipelineError>>, PipelineError> {
-        let Staged { recorded, prepared, registry, started, prepare_ms, record_ms, registry_ms } = staged;
+        let Staged { recorded, prepared, keys, registry, started, prepare_ms, record_ms, registry_ms } = staged;
         let waited_ms = started.elapsed().as_millis() - prepare_ms - record_ms - registry_ms;
         let filing_started = std::time::Instant::now();
         // Optimistically without a savepoint per message (two round trips each); if any message fails, the
         // batch is undone and filed again with them, so a message that fails is undone alone.
-        let keys = lookup_keys(&prepared);
+        let all_read = prepared.iter().all(Option::is_some);
         let mut outcomes = Vec::with_capacity(batch.len());
         for isolated in [false, true] {
             outcomes.clear();
             let mut filing = self.store.begin_batch().await?;
-            let known = match &keys {
-                Some(keys) => queries::Known::load(filing.connection(), keys).await?,
-                None => queries::Known::everything(),
+            let known = match all_read {
+                true => queries::Known::load(filing.connection(), &keys).await?,
+                false => queries::Known::everything(),
             };
             let mut lookups = Lookups { registry: &registry, known };
             for ((m, recorded), prepared) in batch.iter().zip(&recorded).zip(&prepared) {
@@ -310,24 +319,6 @@ impl Pipeline {
             }
         }
         Ok(outcomes)
-    }
-
-    /// The registry rows every form of the batch names, read at once (see [`Prefetched`]).
-    async fn prefetch_registry(&self, prepared: &[Option<Prepared>]) -> Result<Prefetched, PipelineError> {
-        let mut senders = Vec::new();
-        let mut providers = Vec::new();
-        let mut locations = Vec::new();
-        for p in prepared.iter().flatten() {
-            let Ok(m) = &p.parsed else { continue };
-            if let Some(from) = &m.envelope.from {
-                senders.push(from.address.comparison_key());
-            }
-            for (_, checked) in p.read.iter().filter_map(|(_, r)| r.as_ref().ok()?.checked.as_ref()) {
-                providers.extend(checked.text("provider_id"));
-                locations.extend(checked.text("location_id"));
-            }
-        }
-        Ok(Prefetched::load(&self.store, senders, providers, locations).await?)
     }
 
     /// Decides and files one recorded message inside `batch`; `isolated`, in a savepoint of its own.
@@ -915,12 +906,11 @@ struct Lookups<'a> {
     known: queries::Known,
 }
 
-/// The keys a batch's ledger lookups will ask about (see [`queries::Known`]); none when a message was not
-/// read ahead.
-fn lookup_keys(prepared: &[Option<Prepared>]) -> Option<queries::Keys> {
+/// The keys a batch's registry and ledger lookups will ask about (see [`Prefetched`], [`queries::Known`]),
+/// from the messages read ahead.
+fn lookup_keys(prepared: &[Option<Prepared>]) -> queries::Keys {
     let mut keys = queries::Keys::default();
-    for p in prepared {
-        let p = p.as_ref()?;
+    for p in prepared.iter().flatten() {
         let Ok(m) = &p.parsed else { continue };
         keys.message_ids.extend(m.envelope.message_id.clone());
         if let Some(from) = &m.envelope.from {
@@ -935,7 +925,7 @@ fn lookup_keys(prepared: &[Option<Prepared>]) -> Option<queries::Keys> {
             }
         }
     }
-    Some(keys)
+    keys
 }
 
 /// Who a notification is about, normalised: the provider's identifier for the person using the service,
