@@ -287,7 +287,7 @@ impl Pipeline {
                 true => queries::Known::load(filing.connection(), &keys).await?,
                 false => queries::Known::everything(),
             };
-            let mut lookups = Lookups { registry: &registry, known };
+            let mut lookups = Lookups { registry: &registry, known, later: queries::Deferred::default() };
             for ((m, recorded), prepared) in batch.iter().zip(&recorded).zip(&prepared) {
                 let outcome =
                     self.file_one(&mut filing, &mut lookups, mailbox, m, recorded, prepared.as_ref(), isolated);
@@ -296,9 +296,18 @@ impl Pipeline {
                     break;
                 }
             }
-            if isolated || outcomes.iter().all(Result::is_ok) {
+            if isolated {
                 filing.commit().await?;
                 break;
+            }
+            if outcomes.iter().all(Result::is_ok) {
+                match lookups.later.write(filing.connection()).await {
+                    Ok(()) => {
+                        filing.commit().await?;
+                        break;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "writing the batch's problems, replies and audit failed"),
+                }
             }
             tracing::debug!("a message of the batch failed: filing the batch again, each message on its own");
             filing.rollback().await?;
@@ -349,8 +358,13 @@ impl Pipeline {
         for attempt in 0..attempts {
             let filed = if isolated {
                 let mut savepoint = batch.message().await?;
-                let filed =
+                let mut filed =
                     self.decide_and_file(&mut savepoint, lookups, ledger_id, sha256, mailbox, m, parsed, read).await;
+                if filed.is_ok()
+                    && let Err(e) = lookups.later.write(&mut savepoint).await
+                {
+                    filed = Err(e.into());
+                }
                 if filed.is_ok() {
                     savepoint.commit().await.map_err(StoreError::from)?;
                 }
@@ -387,7 +401,7 @@ impl Pipeline {
             Err(e) => Decision::without_reply("quarantined", e.reason_code()),
         };
         let filing = self.filing(ledger_id, sha256, mailbox, message, &decision, m.received_at)?;
-        if queries::file(db, &filing).await? {
+        if queries::file(db, &filing, &mut lookups.later).await? {
             lookups.known.add(&filing);
         }
         Ok(self.outcome(ledger_id, message, &decision, &filing))
@@ -608,17 +622,20 @@ impl Pipeline {
         // Loop and flood protection: past the reply budget the email is still filed but not answered.
         let since = received_at.timestamp_millis() - (self.config.limits.reply_window_secs as i64).saturating_mul(1000);
         let limits = &self.config.limits;
-        // Counted only where the batch's lookup keys say there can be any.
+        // Counted in the outbox only where the batch's lookup keys say there can be any, and among the
+        // replies the batch holds until its end.
         let any_replies = lookups.known.may_have_replies(&sender);
-        let replies = if any_replies { queries::replies_to_since(db, &sender, since, None).await? } else { 0 };
-        let mut over_budget = replies >= i64::from(limits.max_replies_per_sender);
-        if !over_budget && reply == ReplyKind::NoForm {
-            let no_form = if any_replies {
-                queries::replies_to_since(db, &sender, since, Some(ReplyKind::NoForm.as_str())).await?
-            } else {
-                0
+        let mut queued = async |kind: Option<&str>| -> Result<i64, PipelineError> {
+            let stored = match any_replies {
+                true => queries::replies_to_since(db, &sender, since, kind).await?,
+                false => 0,
             };
-            over_budget = no_form >= i64::from(limits.max_no_form_replies_per_sender);
+            Ok(stored + lookups.later.replies_to(&sender, kind))
+        };
+        let mut over_budget = queued(None).await? >= i64::from(limits.max_replies_per_sender);
+        if !over_budget && reply == ReplyKind::NoForm {
+            over_budget =
+                queued(Some(ReplyKind::NoForm.as_str())).await? >= i64::from(limits.max_no_form_replies_per_sender);
         }
         if over_budget {
             tracing::warn!(ledger_id, "reply budget for this sender spent: quarantined, not answered");
@@ -904,6 +921,8 @@ impl Reader {
 struct Lookups<'a> {
     registry: &'a Prefetched,
     known: queries::Known,
+    /// What the batch filed and will write at its end.
+    later: queries::Deferred,
 }
 
 /// The keys a batch's registry and ledger lookups will ask about (see [`Prefetched`], [`queries::Known`]),

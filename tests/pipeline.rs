@@ -510,6 +510,41 @@ async fn within_one_batch_a_repeated_form_is_a_duplicate_and_a_correction_is_lin
     assert_eq!(linked, Some(rejected), "the correction is linked to the rejection filed earlier in the batch");
 }
 
+#[tokio::test]
+async fn within_one_batch_the_reply_budget_counts_the_replies_the_batch_queued() {
+    let mut app = TestApp::start().await;
+    app.pipeline.config.limits.max_no_form_replies_per_sender = 2;
+    app.pipeline.config.limits.max_replies_per_sender = 3;
+    let form = |person: &str| app.form("death", |v| drop(v.insert("person_identifier".into(), text(person))));
+    let raws = [
+        app.email("r1@x", "hello", vec![]),
+        app.email("r2@x", "hello", vec![]),
+        app.email("r3@x", "hello", vec![]),
+        app.email("r4@x", "form", vec![Attached::docx("a.docx", form("P-1"))]),
+        app.email("r5@x", "form", vec![Attached::docx("b.docx", form("P-2"))]),
+    ];
+    let outcomes: Vec<_> =
+        process_batch(&app, &["r1", "r2", "r3", "r4", "r5"], &raws).await.into_iter().map(Result::unwrap).collect();
+    let got: Vec<_> = outcomes.iter().map(|o| (o.outcome.as_str(), o.reason.as_deref(), o.reply.as_deref())).collect();
+    assert_eq!(
+        got,
+        [
+            ("rejected", None, Some("no_form")),
+            ("rejected", None, Some("no_form")),
+            ("quarantined", Some("rate:flood"), None),
+            ("accepted", None, Some("confirmation")),
+            ("quarantined", Some("rate:flood"), None),
+        ],
+        "two no-form replies, then three replies in all"
+    );
+    let pool = app.pipeline.store.pool();
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(pool);
+    assert_eq!(count("SELECT COUNT(*) FROM outbox").await.unwrap(), 3);
+    assert_eq!(count("SELECT COUNT(*) FROM audit WHERE action LIKE 'filed:%'").await.unwrap(), 5);
+    let no_form_problems = "SELECT COUNT(*) FROM problems WHERE code = 'no_form'";
+    assert_eq!(count(no_form_problems).await.unwrap(), 3, "each email without a form has its problem filed");
+}
+
 /// Files `raws` under `keys` as one batch in the notifications mailbox.
 async fn process_batch(
     app: &TestApp,

@@ -259,7 +259,9 @@ impl Store {
     /// Files one message in a transaction of its own (see [`queries::file`]).
     pub async fn file(&self, f: &Filing) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let filed = queries::file(&mut tx, f).await?;
+        let mut later = queries::Deferred::default();
+        let filed = queries::file(&mut tx, f, &mut later).await?;
+        later.write(&mut tx).await?;
         tx.commit().await?;
         Ok(filed)
     }

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 
 use sqlx::{AnyConnection, Row};
 
-use super::{Filing, IN_LIST_CHUNK, StoreError, SubmissionRef, now_ms, rows_in, submission_ref};
+use super::{Filing, IN_LIST_CHUNK, NewReply, StoreError, SubmissionRef, now_ms, rows_in, submission_ref, value_rows};
+use crate::problem::Problem;
 
 /// What a batch's lookups will ask about: the Message-IDs, form hashes, senders, providers and locations of
 /// its messages.
@@ -130,9 +131,11 @@ impl Known {
 }
 
 /// Files everything decided about a message; run it inside a transaction (or a batch's savepoint), which
-/// the caller rolls back on error. Returns false, changing nothing, when the message was already filed (a
-/// second worker or a retry got there first).
-pub async fn file(db: &mut AnyConnection, f: &Filing) -> Result<bool, StoreError> {
+/// the caller rolls back on error. The ledger row and the submissions are written at once (the lookups of
+/// later messages read them); the problems, the reply and the audit entry go into `later`, which the caller
+/// writes with [`Deferred::write`] in the same transaction. Returns false, changing nothing, when the
+/// message was already filed (a second worker or a retry got there first).
+pub async fn file(db: &mut AnyConnection, f: &Filing, later: &mut Deferred) -> Result<bool, StoreError> {
     let now = now_ms();
     let updated = sqlx::query(
         "UPDATE messages SET status = $1, reason = $2, header_message_id = $3, from_address = $4, \
@@ -192,34 +195,10 @@ pub async fn file(db: &mut AnyConnection, f: &Filing) -> Result<bool, StoreError
     for p in &f.problems {
         let submission =
             p.form_index.and_then(|i| submission_ids.iter().find(|(fi, _)| *fi == i as i64).map(|(_, id)| *id));
-        sqlx::query(
-            "INSERT INTO problems (message_id, submission_id, form_index, code, field, value, message, hint) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(f.message)
-        .bind(submission)
-        .bind(p.form_index.map(|i| i as i64))
-        .bind(p.code.as_str())
-        .bind(&p.field)
-        .bind(&p.value)
-        .bind(&p.message)
-        .bind(&p.hint)
-        .execute(&mut *db)
-        .await?;
+        later.problems.push((f.message, submission, p.clone()));
     }
     if let Some(r) = &f.reply {
-        sqlx::query(
-            "INSERT INTO outbox (message_id, kind, to_address, mail_message_id, eml, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (message_id, kind) DO NOTHING",
-        )
-        .bind(f.message)
-        .bind(&r.kind)
-        .bind(&r.to)
-        .bind(&r.mail_message_id)
-        .bind(&r.eml)
-        .bind(now)
-        .execute(&mut *db)
-        .await?;
+        later.replies.push((f.message, r.clone(), now));
     }
     let detail = serde_json::json!({
         "reason": f.reason,
@@ -227,14 +206,89 @@ pub async fn file(db: &mut AnyConnection, f: &Filing) -> Result<bool, StoreError
         "problems": f.problems.iter().map(|p| p.code.as_str()).collect::<Vec<_>>(),
         "reply": f.reply.as_ref().map(|r| &r.kind),
     });
-    sqlx::query("INSERT INTO audit (at, actor, action, message_id, detail) VALUES ($1, 'postroom', $2, $3, $4)")
-        .bind(now)
-        .bind(format!("filed:{}", f.status))
-        .bind(f.message)
-        .bind(detail.to_string())
-        .execute(&mut *db)
-        .await?;
+    later.audit.push((now, format!("filed:{}", f.status), f.message, detail.to_string()));
     Ok(true)
+}
+
+/// Rows of filed messages that no lookup reads back (problems, replies, audit entries), held until the
+/// batch ends and then written in a few multi-row statements: on PostgreSQL each statement is a round
+/// trip, and these were most of a message's.
+#[derive(Debug, Default)]
+pub struct Deferred {
+    /// (message, submission, problem)
+    problems: Vec<(i64, Option<i64>, Problem)>,
+    /// (message, reply, queued at)
+    replies: Vec<(i64, NewReply, i64)>,
+    /// (at, action, message, detail)
+    audit: Vec<(i64, String, i64, String)>,
+}
+
+/// Rows per multi-row statement: 8 columns at most, well under both backends' bound-parameter limits.
+const DEFERRED_CHUNK: usize = 200;
+
+impl Deferred {
+    /// Replies held here for `to` (of `kind`, if given): the reply budget counts them with the outbox's.
+    pub fn replies_to(&self, to: &str, kind: Option<&str>) -> i64 {
+        let held = self.replies.iter().filter(|(_, r, _)| r.to == to && kind.is_none_or(|k| r.kind == k));
+        held.count() as i64
+    }
+
+    /// Writes and forgets everything held (forgotten even when the write fails: the caller then rolls back
+    /// the transaction the rows belonged to).
+    pub async fn write(&mut self, db: &mut AnyConnection) -> Result<(), StoreError> {
+        let Deferred { problems, replies, audit } = std::mem::take(self);
+        for chunk in problems.chunks(DEFERRED_CHUNK) {
+            let sql = format!(
+                "INSERT INTO problems (message_id, submission_id, form_index, code, field, value, message, hint) \
+                 VALUES {}",
+                value_rows(chunk.len(), 8)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (message, submission, p) in chunk {
+                insert = insert
+                    .bind(*message)
+                    .bind(*submission)
+                    .bind(p.form_index.map(|i| i as i64))
+                    .bind(p.code.as_str())
+                    .bind(&p.field)
+                    .bind(&p.value)
+                    .bind(&p.message)
+                    .bind(&p.hint);
+            }
+            insert.execute(&mut *db).await?;
+        }
+        for chunk in replies.chunks(DEFERRED_CHUNK) {
+            let sql = format!(
+                "INSERT INTO outbox (message_id, kind, to_address, mail_message_id, eml, next_attempt_at, created_at) \
+                 VALUES {} ON CONFLICT (message_id, kind) DO NOTHING",
+                value_rows(chunk.len(), 7)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (message, r, at) in chunk {
+                insert = insert
+                    .bind(*message)
+                    .bind(&r.kind)
+                    .bind(&r.to)
+                    .bind(&r.mail_message_id)
+                    .bind(&r.eml)
+                    .bind(*at)
+                    .bind(*at);
+            }
+            insert.execute(&mut *db).await?;
+        }
+        for chunk in audit.chunks(DEFERRED_CHUNK) {
+            let sql = format!(
+                "INSERT INTO audit (at, actor, action, message_id, detail) VALUES {}",
+                value_rows(chunk.len(), 5)
+            );
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (at, action, message, detail) in chunk {
+                insert = insert.bind(*at).bind("postroom").bind(action).bind(*message).bind(detail);
+            }
+            insert.execute(&mut *db).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The Message-ID header recorded for a filed message.
