@@ -129,8 +129,9 @@ pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, Extr
                 }
                 s.depth = s.depth.saturating_sub(1);
             }
-            Event::Text(t) => s.text(&t.xml10_content()),
-            Event::CData(t) => s.text(&t),
+            // Decoded only where it is kept: most text in a form lies in skipped or unread elements.
+            Event::Text(t) if s.wants_text() => s.text(&t.xml10_content()),
+            Event::CData(t) if s.wants_text() => s.text(&t),
             Event::GeneralRef(r) if s.mode.is_none() => {
                 if s.in_t {
                     push_ref(&mut s.scan.text, &r);
@@ -245,10 +246,11 @@ impl Scanner {
         Span { start, end: self.scan.names.len() }
     }
 
+    fn wants_text(&self) -> bool {
+        self.mode.is_none() && (self.in_t || self.in_instr)
+    }
+
     fn text(&mut self, t: &str) {
-        if self.mode.is_some() {
-            return;
-        }
         if self.in_t {
             self.scan.text.push_str(t);
         } else if self.in_instr

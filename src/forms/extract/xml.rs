@@ -79,7 +79,7 @@ impl<'a> Walker<'a> {
         let remaining = self.reader.get_mut().len();
         let rest = self.xml.len().checked_sub(remaining).and_then(|at| self.xml.get(at..))?;
         let end = matching_end(rest, qname)?;
-        let after_end = end + rest.get(end..)?.find('>')? + 1;
+        let after_end = end + find_gt(rest.get(end..)?)? + 1;
         let (skipped, after) = (rest.get(..end)?, rest.get(after_end..)?);
         *self.reader.get_mut() = after.as_bytes();
         if let Some(start) = self.starts.pop() {
@@ -198,9 +198,15 @@ fn find_lt(hay: &[u8]) -> Option<usize> {
     chunks.remainder().iter().position(|b| *b == b'<').map(|i| offset + i)
 }
 
+/// The first `>` in `text`: the end of a tag, a few bytes on. A plain byte loop, where `str::find`'s
+/// general char search cost more than the search itself.
+fn find_gt(text: &str) -> Option<usize> {
+    text.bytes().position(|b| b == b'>')
+}
+
 /// Whether the tag starting at `at` ends with `/>`.
 fn self_closing(text: &str, at: usize) -> bool {
-    let gt = text.get(at..).and_then(|t| t.find('>')).map(|gt| at + gt);
+    let gt = text.get(at..).and_then(find_gt).map(|gt| at + gt);
     gt.and_then(|gt| gt.checked_sub(1)).and_then(|i| text.as_bytes().get(i)) == Some(&b'/')
 }
 
@@ -218,7 +224,7 @@ pub(super) fn local(qname: &str) -> &str {
 /// empty elements (`w:sdtPr`).
 pub(super) fn tags_in(fragment: &str) -> impl Iterator<Item = (&str, BytesStart<'_>)> + '_ {
     raw_tags(fragment).filter(|(_, end_tag, _)| !end_tag).filter_map(|(at, _, name)| {
-        let gt = at + fragment.get(at..)?.find('>')?;
+        let gt = at + find_gt(fragment.get(at..)?)?;
         let inner = fragment.get(at + 1..gt)?;
         let inner = inner.strip_suffix('/').unwrap_or(inner);
         Some((local(name), BytesStart::from_content(inner, name.len())))
