@@ -426,30 +426,7 @@ async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batc
     let pool = app.pipeline.store.pool();
     // The database refuses one form: the batch is filed optimistically first, fails, and is filed again
     // message by message.
-    match app.pipeline.store.backend() {
-        postroom::store::Backend::Sqlite => {
-            sqlx::query(
-                "CREATE TRIGGER poison BEFORE INSERT ON submissions WHEN NEW.attachment_name = 'poison.docx' \
-                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
-            )
-            .execute(pool)
-            .await
-            .unwrap();
-        }
-        postroom::store::Backend::Postgres => {
-            sqlx::query(
-                "CREATE FUNCTION poison() RETURNS trigger AS $$ BEGIN IF NEW.attachment_name = 'poison.docx' \
-                 THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
-            )
-            .execute(pool)
-            .await
-            .unwrap();
-            sqlx::query("CREATE TRIGGER poison BEFORE INSERT ON submissions FOR EACH ROW EXECUTE FUNCTION poison()")
-                .execute(pool)
-                .await
-                .unwrap();
-        }
-    }
+    refuse_rows(&app, "submissions", "NEW.attachment_name = 'poison.docx'").await;
     let email = |id: &str, name: &str| {
         let form = app.form("death", |v| {
             v.insert("person_identifier".into(), text(name));
@@ -460,7 +437,7 @@ async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batc
     let outcomes = process_batch(&app, &["b1", "b2", "b3"], &raws).await;
     assert_eq!(outcomes.len(), 3);
     assert_eq!(outcomes[0].as_ref().unwrap().outcome, "accepted");
-    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("poisoned"), "{:?}", outcomes[1]);
+    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("refused"), "{:?}", outcomes[1]);
     assert_eq!(outcomes[2].as_ref().unwrap().outcome, "accepted");
     let statuses: Vec<(String, String)> =
         sqlx::query_as("SELECT source_key, status FROM messages ORDER BY source_key").fetch_all(pool).await.unwrap();
@@ -543,6 +520,53 @@ async fn within_one_batch_the_reply_budget_counts_the_replies_the_batch_queued()
     assert_eq!(count("SELECT COUNT(*) FROM audit WHERE action LIKE 'filed:%'").await.unwrap(), 5);
     let no_form_problems = "SELECT COUNT(*) FROM problems WHERE code = 'no_form'";
     assert_eq!(count(no_form_problems).await.unwrap(), 3, "each email without a form has its problem filed");
+}
+
+#[tokio::test]
+async fn a_row_refused_when_the_batch_writes_its_problems_undoes_only_that_message() {
+    let app = TestApp::start().await;
+    // Problems are written together at the end of the batch; one refused there sends the batch back to be
+    // filed message by message.
+    refuse_rows(&app, "problems", "NEW.code = 'no_form'").await;
+    let form = |person: &str| app.form("death", |v| drop(v.insert("person_identifier".into(), text(person))));
+    let raws = [
+        app.email("d1@x", "form", vec![Attached::docx("a.docx", form("P-1"))]),
+        app.email("d2@x", "no form", vec![]),
+        app.email("d3@x", "form", vec![Attached::docx("b.docx", form("P-2"))]),
+    ];
+    let outcomes = process_batch(&app, &["d1", "d2", "d3"], &raws).await;
+    assert_eq!(outcomes[0].as_ref().unwrap().outcome, "accepted");
+    assert!(outcomes[1].as_ref().unwrap_err().to_string().contains("refused"), "{:?}", outcomes[1]);
+    assert_eq!(outcomes[2].as_ref().unwrap().outcome, "accepted");
+    let pool = app.pipeline.store.pool();
+    let statuses: Vec<(String, String)> =
+        sqlx::query_as("SELECT source_key, status FROM messages ORDER BY source_key").fetch_all(pool).await.unwrap();
+    let statuses: Vec<(&str, &str)> = statuses.iter().map(|(k, s)| (k.as_str(), s.as_str())).collect();
+    assert_eq!(statuses, [("d1", "accepted"), ("d2", "received"), ("d3", "accepted")], "d2 left to retry");
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).fetch_one(pool);
+    assert_eq!(count("SELECT COUNT(*) FROM outbox").await.unwrap(), 2, "no reply for the message undone");
+    assert_eq!(count("SELECT COUNT(*) FROM audit WHERE action LIKE 'filed:%'").await.unwrap(), 2);
+}
+
+/// Makes the database refuse (with the error "refused") every row inserted into `table` for which the
+/// SQL condition `when` on `NEW` holds.
+async fn refuse_rows(app: &TestApp, table: &str, when: &str) {
+    let pool = app.pipeline.store.pool();
+    let statements = match app.pipeline.store.backend() {
+        postroom::store::Backend::Sqlite => vec![format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON {table} WHEN {when} BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )],
+        postroom::store::Backend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN IF {when} THEN RAISE EXCEPTION 'refused'; \
+                 END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            format!("CREATE TRIGGER refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"),
+        ],
+    };
+    for sql in statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap();
+    }
 }
 
 /// Files `raws` under `keys` as one batch in the notifications mailbox.
