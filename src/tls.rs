@@ -11,21 +11,27 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 /// A rustls client configuration trusting the public roots and every certificate in `ca_file`. The error
 /// names the file and what is wrong with it.
 pub fn client_config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+    client_config_trusting(ca_certificates(ca_file)?)
+}
+
+/// The certificates in `ca_file` (none without one), each checked to be PEM; the error names the file.
+pub fn ca_certificates(ca_file: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let Some(path) = ca_file else { return Ok(Vec::new()) };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`ca_file` {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("`ca_file` {} holds no PEM CERTIFICATE block", path.display()));
+    }
+    Ok(certs)
+}
+
+/// A rustls client configuration trusting the public roots and `extra` (from [`ca_certificates`]).
+pub fn client_config_trusting(extra: Vec<CertificateDer<'static>>) -> Result<ClientConfig, String> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("`ca_file` {} is not valid PEM: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("`ca_file` {}: a certificate cannot be trusted as a root: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!("`ca_file` {} holds no PEM CERTIFICATE block", path.display()));
-        }
+    for cert in extra {
+        roots.add(cert).map_err(|e| format!("`ca_file`: a certificate cannot be trusted as a root: {e}"))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)

@@ -33,8 +33,6 @@ use crate::store::DueReply;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SmtpSetupError {
-    #[error("smtp: cannot read {what} {path}: {source}")]
-    Read { what: &'static str, path: String, source: std::io::Error },
     #[error("smtp: {0}")]
     Tls(String),
     #[error("smtp: {0}")]
@@ -83,10 +81,13 @@ pub struct SmtpTransport {
 
 impl SmtpTransport {
     pub fn new(smtp: &SmtpConfig, config: &Config) -> Result<SmtpTransport, SmtpSetupError> {
+        // Read once for the server's TLS and the token endpoint's alike.
+        let ca = crate::tls::ca_certificates(smtp.ca_file.as_deref()).map_err(SmtpSetupError::Tls)?;
+        let rustls = || crate::tls::client_config_trusting(ca.clone()).map_err(SmtpSetupError::Tls);
         let security = match smtp.tls {
             TlsMode::None => Security::None,
             TlsMode::Implicit => {
-                let tls = crate::tls::client_config(smtp.ca_file.as_deref()).map_err(SmtpSetupError::Tls)?;
+                let tls = rustls()?;
                 let name = ServerName::try_from(smtp.host.clone()).map_err(|e| {
                     SmtpSetupError::Tls(format!("`{}` is neither a DNS name nor an IP address: {e}", smtp.host))
                 })?;
@@ -94,13 +95,9 @@ impl SmtpTransport {
             }
             TlsMode::Starttls => {
                 let mut builder = TlsParameters::builder(smtp.host.clone());
-                if let Some(ca) = &smtp.ca_file {
-                    let pem = std::fs::read(ca).map_err(|source| SmtpSetupError::Read {
-                        what: "CA file",
-                        path: ca.display().to_string(),
-                        source,
-                    })?;
-                    let cert = Certificate::from_pem(&pem).map_err(|e| SmtpSetupError::Tls(format!("CA file: {e}")))?;
+                for cert in &ca {
+                    let cert = Certificate::from_der(cert.to_vec())
+                        .map_err(|e| SmtpSetupError::Tls(format!("`ca_file`: {e}")))?;
                     builder = builder.add_root_certificate(cert);
                 }
                 Security::Starttls(builder.build_rustls().map_err(|e| SmtpSetupError::Tls(e.to_string()))?)
@@ -113,7 +110,7 @@ impl SmtpTransport {
                 user: user.clone(),
                 oauth: oauth.clone(),
                 client: ClientCredentials::from_config(oauth).map_err(|e| SmtpSetupError::Config(e.to_string()))?,
-                tls: Arc::new(crate::tls::client_config(smtp.ca_file.as_deref()).map_err(SmtpSetupError::Tls)?),
+                tls: Arc::new(rustls()?),
             })),
             (AuthMethod::Xoauth2, ..) => {
                 return Err(SmtpSetupError::Config(
