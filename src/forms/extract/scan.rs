@@ -23,7 +23,7 @@ pub(super) struct Span {
 }
 
 /// A content control that carried a tag.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Control {
     pub tag: Span,
     pub content: Span,
@@ -42,7 +42,7 @@ pub(super) enum LegacyKind {
 }
 
 /// A legacy form field (`FORMTEXT`, `FORMCHECKBOX`, `FORMDROPDOWN`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct LegacyField {
     pub name: Span,
     pub kind: LegacyKind,
@@ -50,7 +50,7 @@ pub(super) struct LegacyField {
     pub checked: Option<bool>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Cell {
     /// Rows are numbered in document order; cells of one row share the number.
     pub row: usize,
@@ -58,7 +58,7 @@ pub(super) struct Cell {
 }
 
 /// What one pass found. Lists are in closing order, so inner controls come before outer ones.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Scan {
     pub text: String,
     /// Tags and field names, so recording them allocates nothing per control.
@@ -82,10 +82,17 @@ impl Scan {
 
 /// Reads one WordprocessingML part.
 pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, ExtractError> {
-    let mut walker = Walker::new(xml, part, max_depth);
+    let mut lexing = Walker::lexing(xml, part, max_depth);
+    match scan_with(&mut lexing, xml.len()) {
+        Err(_) if lexing.wants_quick_xml() => scan_with(&mut Walker::new(xml, part, max_depth), xml.len()),
+        read => read,
+    }
+}
+
+fn scan_with(walker: &mut Walker<'_>, xml_len: usize) -> Result<Scan, ExtractError> {
     // Sized for a filled form, so the pass rarely reallocates.
     let scan = Scan {
-        text: String::with_capacity(xml.len() / 4),
+        text: String::with_capacity(xml_len / 4),
         names: String::with_capacity(2048),
         controls: Vec::with_capacity(128),
         cells: Vec::with_capacity(128),
@@ -599,5 +606,57 @@ mod tests {
             <mc:Fallback><w:r><w:t>box</w:t></w:r></mc:Fallback></mc:AlternateContent>
             <w:r><w:sym w:font="Wingdings" w:char="F0FE"/><w:t xml:space="preserve"> Yes </w:t><w:sym w:font="Wingdings" w:char="F0A8"/></w:r></w:p>"#);
         assert_eq!(s.text, "box\u{2612} Yes \u{2610}\n");
+    }
+
+    /// Every form as Postroom renders it and as the fixtures' writers saved it, and each damaged at many
+    /// places with the bytes markup is made of: the reader's own lexer and quick-xml alone must read the
+    /// same, or refuse it the same way.
+    #[test]
+    fn the_lexer_reads_exactly_what_quick_xml_reads() {
+        let catalog = crate::forms::Catalog::embedded().unwrap();
+        let today = chrono::Utc::now().date_naive();
+        let mut parts = Vec::new();
+        for def in catalog.current_forms() {
+            let values = crate::samples::filled(def, &crate::samples::example_notifier(), today);
+            parts.push(crate::forms::render::render(def, Some(&values)).unwrap());
+        }
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/forms");
+        for entry in std::fs::read_dir(fixtures).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "docx") {
+                parts.push(std::fs::read(path).unwrap());
+            }
+        }
+        let limits = crate::forms::DocxLimits::default();
+        let both = |xml: &str| {
+            let lexed = scan(xml, "p", 256);
+            let quick = scan_with(&mut Walker::new(xml, "p", 256), xml.len());
+            match (&lexed, &quick) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.reason_code(), b.reason_code()),
+                _ => panic!("lexer {lexed:?}\nquick-xml {quick:?}\nfor {xml}"),
+            }
+            lexed.is_ok()
+        };
+        let mut read = 0;
+        for docx in &parts {
+            let mut pkg = super::super::container::Package::open(docx, &limits).unwrap();
+            let xml = pkg.read_text("word/document.xml").unwrap().unwrap();
+            assert!(both(&xml));
+            for (n, damage) in
+                ["<", ">", "\"", "'", "&", "/", "!", "?", " ", "<!--", "<![CDATA[", "&#", "]]>"].iter().enumerate()
+            {
+                let mut at = n * 13;
+                while at < xml.len() {
+                    if xml.is_char_boundary(at) {
+                        let mut damaged = xml.clone();
+                        damaged.insert_str(at, damage);
+                        read += usize::from(both(&damaged));
+                    }
+                    at += 6007;
+                }
+            }
+        }
+        assert!(read > 100, "most damage still reads: {read}");
     }
 }

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use quick_xml::events::{BytesRef, BytesStart, Event};
+use quick_xml::events::{BytesEnd, BytesRef, BytesStart, BytesText, Event};
 use quick_xml::{Reader, XmlVersion};
 
 use super::ExtractError;
@@ -40,11 +40,20 @@ pub(super) fn malformed(part: &str, detail: impl std::fmt::Display) -> ExtractEr
     ExtractError::MalformedXml { part: part.to_string(), detail: detail.to_string() }
 }
 
-/// A quick-xml reader over one part that keeps the stack of open element names itself: it enforces the
+/// An XML event reader over one part that keeps the stack of open element names itself: it enforces the
 /// depth cap before anything grows (no recursion anywhere), checks that end tags match, and so lets
 /// [`skip_content`](Walker::skip_content) jump over whole elements, end tag included.
+///
+/// Events come from quick-xml, or (see [`Walker::lexing`]) from a lexer of its own for the plain markup Word
+/// writes (tags, text, references, comments, processing instructions), which builds quick-xml's event types
+/// as quick-xml would. Per event the lexer is about twice as fast, and events are most of a form's reading
+/// time.
 pub(super) struct Walker<'a> {
     xml: &'a str,
+    /// Where the lexer stands; `None` when quick-xml reads.
+    lexed: Option<usize>,
+    /// The lexer met something it does not take: the part must be read again with quick-xml.
+    wants_quick_xml: bool,
     reader: Reader<&'a [u8]>,
     part: &'a str,
     /// Names of the open elements, end to end, and where each starts in it.
@@ -61,6 +70,8 @@ impl<'a> Walker<'a> {
         reader.config_mut().check_end_names = false;
         Walker {
             xml,
+            lexed: None,
+            wants_quick_xml: false,
             reader,
             part,
             names: String::with_capacity(256),
@@ -70,18 +81,37 @@ impl<'a> Walker<'a> {
         }
     }
 
+    /// A walker whose events come from the lexer. At the first thing the lexer does not take (CDATA, a
+    /// DOCTYPE, a `<` in an attribute value, a tag left open...) it fails with
+    /// [`wants_quick_xml`](Walker::wants_quick_xml) set, and the caller reads the part again with
+    /// [`Walker::new`]: quick-xml cannot take over halfway (it refuses end tags it did not see open), and
+    /// so anything unusual is read, or refused, exactly as quick-xml alone reads it.
+    pub fn lexing(xml: &'a str, part: &'a str, max_depth: usize) -> Walker<'a> {
+        Walker { lexed: Some(0), ..Walker::new(xml, part, max_depth) }
+    }
+
+    pub fn wants_quick_xml(&self) -> bool {
+        self.wants_quick_xml
+    }
+
     /// Called right after the `Start` event of `qname`: moves the reader past that element's end tag
     /// without tokenising what lies between. Property elements (`w:rPr`, `w:tcPr`, `w:sdtPr`, ...) are
     /// most of a document's bytes and events; skipping them roughly halves the parse. Returns the
     /// skipped content, or `None` (having moved nothing) when no matching end tag is found, leaving
     /// quick-xml to report the damage.
     pub fn skip_content(&mut self, qname: &str) -> Option<&'a str> {
-        let remaining = self.reader.get_mut().len();
-        let rest = self.xml.len().checked_sub(remaining).and_then(|at| self.xml.get(at..))?;
+        let at = match self.lexed {
+            Some(at) => at,
+            None => self.xml.len().checked_sub(self.reader.get_mut().len())?,
+        };
+        let rest = self.xml.get(at..)?;
         let end = matching_end(rest, qname)?;
         let after_end = end + find_gt(rest.get(end..)?)? + 1;
         let (skipped, after) = (rest.get(..end)?, rest.get(after_end..)?);
-        *self.reader.get_mut() = after.as_bytes();
+        match &mut self.lexed {
+            Some(lexed) => *lexed = at + after_end,
+            None => *self.reader.get_mut() = after.as_bytes(),
+        }
         if let Some(start) = self.starts.pop() {
             self.names.truncate(start);
         }
@@ -89,7 +119,17 @@ impl<'a> Walker<'a> {
     }
 
     pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
-        let event = self.reader.read_event().map_err(|e| malformed(self.part, e))?;
+        let event = match self.lexed {
+            Some(at) => {
+                let Some((event, next)) = lex(self.xml, at) else {
+                    self.wants_quick_xml = true;
+                    return Err(ExtractError::Unreadable);
+                };
+                self.lexed = Some(next);
+                event
+            }
+            None => self.reader.read_event().map_err(|e| malformed(self.part, e))?,
+        };
         match &event {
             Event::Start(e) => {
                 self.saw_root = true;
@@ -122,6 +162,70 @@ impl<'a> Walker<'a> {
             _ => {}
         }
         Ok(event)
+    }
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// The next event at byte `at` of `xml` (after any comments and processing instructions there, which
+/// no reader here looks at) and where the one after it starts; `None` for anything not plain, which
+/// quick-xml then reads. What it returns is what quick-xml returns for the same bytes: text runs to the
+/// next `<` or `&`; a reference runs to `;`; a tag runs to the first `>` outside quotes, its name to the
+/// first white space, and it is empty when it ends in `/>`; an end tag's name is trimmed at its end.
+fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
+    let bytes = xml.as_bytes();
+    loop {
+        let Some(&first) = bytes.get(at) else { return Some((Event::Eof, at)) };
+        let rest = bytes.get(at + 1..)?;
+        if first == b'&' {
+            let semi = memchr::memchr3(b';', b'<', b'&', rest).filter(|&i| rest.get(i) == Some(&b';'))?;
+            return Some((Event::GeneralRef(BytesRef::new(xml.get(at + 1..at + 1 + semi)?)), at + semi + 2));
+        }
+        if first != b'<' {
+            let len = memchr::memchr2(b'<', b'&', &bytes[at..]).unwrap_or(bytes.len() - at);
+            return Some((Event::Text(BytesText::from_escaped(xml.get(at..at + len)?)), at + len));
+        }
+        match rest.first() {
+            Some(b'?') => at += 2 + memchr::memmem::find(rest.get(1..)?, b"?>")? + 2,
+            Some(b'!') if rest.starts_with(b"!--") => at += 1 + memchr::memmem::find(rest.get(3..)?, b"-->")? + 6,
+            Some(b'!') => return None,
+            Some(b'/') => {
+                let gt = memchr::memchr(b'>', rest)?;
+                let name = xml.get(at + 2..at + 1 + gt)?.trim_end_matches([' ', '\t', '\r', '\n']);
+                if name.is_empty() || name.bytes().any(|b| is_space(b) || matches!(b, b'"' | b'\'' | b'<')) {
+                    return None;
+                }
+                return Some((Event::End(BytesEnd::new(name)), at + 1 + gt + 1));
+            }
+            _ => {
+                // The first `>` outside quoted attribute values.
+                let mut i = 0;
+                let gt = loop {
+                    let found = i + memchr::memchr3(b'>', b'"', b'\'', rest.get(i..)?)?;
+                    match rest.get(found) {
+                        Some(b'>') => break found,
+                        Some(&quote) => i = found + 1 + memchr::memchr(quote, rest.get(found + 1..)?)? + 1,
+                        None => return None,
+                    }
+                };
+                let inner = xml.get(at + 1..at + 1 + gt)?;
+                if memchr::memchr(b'<', inner.as_bytes()).is_some() {
+                    return None;
+                }
+                let (content, empty) = match inner.strip_suffix('/') {
+                    Some(content) => (content, true),
+                    None => (inner, false),
+                };
+                let name_len = content.bytes().position(is_space).unwrap_or(content.len());
+                if name_len == 0 {
+                    return None;
+                }
+                let e = BytesStart::from_content(content, name_len);
+                return Some((if empty { Event::Empty(e) } else { Event::Start(e) }, at + 1 + gt + 1));
+            }
+        }
     }
 }
 
