@@ -165,6 +165,7 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// XML's white space, which ends a name.
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
@@ -241,8 +242,7 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
             pos = lt + 1;
             let end_tag = bytes.get(pos) == Some(&b'/');
             let start = if end_tag { pos + 1 } else { pos };
-            let len =
-                bytes.get(start..)?.iter().position(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))?;
+            let len = bytes.get(start..)?.iter().position(|&b| is_space(b) || matches!(b, b'/' | b'>'))?;
             let name = text.get(start..start + len)?;
             if !name.is_empty() && !name.starts_with(['!', '?']) {
                 return Some((lt, end_tag, name));
@@ -256,7 +256,7 @@ fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
 fn matching_end(rest: &str, qname: &str) -> Option<usize> {
     let bytes = rest.as_bytes();
     let name = qname.as_bytes();
-    let boundary = |i: usize| matches!(bytes.get(i), Some(b'>' | b'/' | b' ' | b'\t' | b'\r' | b'\n'));
+    let boundary = |i: usize| bytes.get(i).is_some_and(|&b| is_space(b) || matches!(b, b'/' | b'>'));
     let mut open = 1usize;
     let mut next = 0;
     while let Some(offset) = find_lt(bytes.get(next..)?) {
