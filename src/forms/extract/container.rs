@@ -5,8 +5,9 @@
 
 use std::io::{Cursor, Read};
 
-use zip::ZipArchive;
+use flate2::{Decompress, FlushDecompress, Status};
 use zip::result::ZipError;
+use zip::{CompressionMethod, ZipArchive};
 
 use super::{ExtractError, xml};
 use crate::forms::DocxLimits;
@@ -83,7 +84,10 @@ fn describe(bytes: &[u8]) -> &'static str {
 
 /// An opened .docx: the zip, its part names, and what is left of the inflation budget.
 pub(super) struct Package<'a> {
+    bytes: &'a [u8],
     zip: ZipArchive<Cursor<&'a [u8]>>,
+    /// One inflater for every part, reset between them.
+    inflater: Decompress,
     /// Part names in zip order, as stored (OPC names compare case-insensitively).
     names: Vec<String>,
     remaining: u64,
@@ -108,7 +112,7 @@ impl<'a> Package<'a> {
             return Err(ExtractError::Macro);
         }
         let limit = limits.max_unzipped_bytes;
-        Ok(Package { zip, names, remaining: limit, limit })
+        Ok(Package { bytes, zip, inflater: Decompress::new(false), names, remaining: limit, limit })
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
@@ -157,20 +161,83 @@ impl<'a> Package<'a> {
     pub fn read_text(&mut self, name: &str) -> Result<Option<String>, ExtractError> {
         let Some(index) = self.index_of(name) else { return Ok(None) };
         let part = self.names.get(index).cloned().unwrap_or_default();
-        let mut file = self.zip.by_index(index).map_err(zip_error)?;
-        // The declared size only sizes the first allocation, and never beyond a modest cap.
-        let hint = file.size().min(self.remaining).min(4 << 20);
-        let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
-        (&mut file)
-            .take(self.remaining.saturating_add(1))
-            .read_to_end(&mut buf)
-            .map_err(|e| ExtractError::CorruptZip { detail: format!("{part}: {e}") })?;
+        let buf = match self.read_in_place(index, &part)? {
+            Some(buf) => buf,
+            None => self.read_through_zip(index, &part)?,
+        };
         let read = buf.len() as u64;
         if read > self.remaining {
             return Err(ExtractError::ZipBomb { limit: self.limit });
         }
         self.remaining -= read;
         xml::decode(buf, &part).map(Some)
+    }
+
+    /// Inflates a stored or deflated part straight from the package's bytes into one buffer, or `None`
+    /// for anything else (encrypted, other methods), which the zip crate's reader then handles or refuses.
+    /// The zip crate's reader streams through a window and a zeroed buffer, which cost more than the
+    /// inflating. As there, a part that inflates past its declared size or fails its CRC is damaged; and
+    /// nothing is inflated beyond one byte over the budget, whatever the headers say.
+    fn read_in_place(&mut self, index: usize, part: &str) -> Result<Option<Vec<u8>>, ExtractError> {
+        let corrupt = |detail: &str| ExtractError::CorruptZip { detail: format!("{part}: {detail}") };
+        let file = self.zip.by_index_raw(index).map_err(zip_error)?;
+        let method = file.compression();
+        if file.encrypted() || !matches!(method, CompressionMethod::Stored | CompressionMethod::Deflated) {
+            return Ok(None);
+        }
+        let (start, compressed, declared, crc) = (file.data_start(), file.compressed_size(), file.size(), file.crc32());
+        drop(file);
+        let data = start
+            .and_then(|start| Some((usize::try_from(start).ok()?, usize::try_from(compressed).ok()?)))
+            .and_then(|(start, len)| self.bytes.get(start..start.checked_add(len)?))
+            .ok_or_else(|| corrupt("the part runs past the end of the file"))?;
+        let cap = usize::try_from(declared.min(self.remaining).saturating_add(1)).unwrap_or(usize::MAX);
+        // The declared size only sizes the first allocation, and never beyond a modest cap.
+        let mut buf = Vec::with_capacity(cap.min(4 << 20));
+        if method == CompressionMethod::Stored {
+            buf.extend_from_slice(data.get(..cap).unwrap_or(data));
+        } else {
+            self.inflater.reset(false);
+            loop {
+                let (before_in, before_out) = (self.inflater.total_in(), buf.len());
+                let input = usize::try_from(before_in).ok().and_then(|at| data.get(at..)).unwrap_or_default();
+                let status = self
+                    .inflater
+                    .decompress_vec(input, &mut buf, FlushDecompress::Finish)
+                    .map_err(|e| corrupt(&format!("the compressed data is damaged ({e})")))?;
+                if status == Status::StreamEnd || buf.len() >= cap {
+                    break;
+                }
+                if buf.len() == buf.capacity() {
+                    buf.reserve_exact(buf.capacity().max(4096).min(cap - buf.len()));
+                } else if self.inflater.total_in() == before_in && buf.len() == before_out {
+                    return Err(corrupt("the compressed data is cut short"));
+                }
+            }
+            buf.truncate(cap);
+        }
+        if buf.len() as u64 > self.remaining {
+            return Ok(Some(buf)); // over the budget: the caller refuses it as a zip bomb
+        }
+        if buf.len() as u64 > declared {
+            return Err(corrupt("the part inflates past its declared size"));
+        }
+        if crc32fast::hash(&buf) != crc {
+            return Err(corrupt("its checksum does not match: the file is damaged"));
+        }
+        Ok(Some(buf))
+    }
+
+    /// Any part the zip crate can read: other compression methods, or its errors for encrypted parts.
+    fn read_through_zip(&mut self, index: usize, part: &str) -> Result<Vec<u8>, ExtractError> {
+        let mut file = self.zip.by_index(index).map_err(zip_error)?;
+        let hint = file.size().min(self.remaining).min(4 << 20);
+        let mut buf = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+        (&mut file)
+            .take(self.remaining.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| ExtractError::CorruptZip { detail: format!("{part}: {e}") })?;
+        Ok(buf)
     }
 }
 
@@ -196,6 +263,64 @@ mod tests {
         let len = (name.encode_utf16().count() as u16 + 1) * 2;
         bytes[entry + 64..entry + 66].copy_from_slice(&len.to_le_bytes());
         bytes
+    }
+
+    fn zip_of(parts: &[(&str, &[u8], CompressionMethod)]) -> Vec<u8> {
+        let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for (name, data, method) in parts {
+            let opts = zip::write::SimpleFileOptions::default().compression_method(*method);
+            zip.start_file(*name, opts).unwrap();
+            std::io::Write::write_all(&mut zip, data).unwrap();
+        }
+        zip.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn parts_read_in_place_are_what_the_zip_crate_reads() {
+        let long = "<w:p><w:r><w:t>text</w:t></w:r></w:p>".repeat(2000);
+        let bytes = zip_of(&[
+            ("stored.xml", b"<a>stored</a>", CompressionMethod::Stored),
+            ("deflated.xml", long.as_bytes(), CompressionMethod::Deflated),
+            ("empty.xml", b"", CompressionMethod::Deflated),
+        ]);
+        let limits = DocxLimits::default();
+        let mut pkg = Package::open(&bytes, &limits).unwrap();
+        for (index, part) in ["stored.xml", "deflated.xml", "empty.xml"].into_iter().enumerate() {
+            let in_place = pkg.read_in_place(index, part).unwrap().unwrap();
+            assert_eq!(in_place, pkg.read_through_zip(index, part).unwrap(), "{part}");
+        }
+        assert_eq!(pkg.read_text("deflated.xml").unwrap().unwrap(), long);
+        assert_eq!(pkg.read_text("stored.xml").unwrap().unwrap(), "<a>stored</a>");
+    }
+
+    #[test]
+    fn a_part_read_in_place_is_checked_and_capped() {
+        let body = "<w:t>checked</w:t>".repeat(500);
+        let bytes = zip_of(&[("word/document.xml", body.as_bytes(), CompressionMethod::Deflated)]);
+        let limits = DocxLimits::default();
+
+        // A wrong CRC in the central directory (it sits 16 bytes into the entry).
+        let central = bytes.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+        let mut wrong_crc = bytes.clone();
+        wrong_crc[central + 16] ^= 0xFF;
+        let err = Package::open(&wrong_crc, &limits).unwrap().read_text("word/document.xml").unwrap_err();
+        assert!(matches!(&err, ExtractError::CorruptZip { detail } if detail.contains("checksum")), "{err:?}");
+
+        // The budget stops inflating, whatever the headers say.
+        let small = DocxLimits { max_unzipped_bytes: 1000, ..DocxLimits::default() };
+        let mut pkg = Package::open(&bytes, &limits).unwrap();
+        pkg.remaining = small.max_unzipped_bytes;
+        let err = pkg.read_text("word/document.xml").unwrap_err();
+        assert!(matches!(err, ExtractError::ZipBomb { .. }), "{err:?}");
+
+        // Compressed data cut short (the entry's data ends early, the headers unchanged).
+        let local_data = 30 + "word/document.xml".len();
+        let mut cut = bytes.clone();
+        for b in &mut cut[local_data + 20..central] {
+            *b = 0;
+        }
+        let err = Package::open(&cut, &limits).unwrap().read_text("word/document.xml").unwrap_err();
+        assert!(matches!(err, ExtractError::CorruptZip { .. }), "{err:?}");
     }
 
     #[test]

@@ -339,7 +339,7 @@ impl Scanner {
     /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text, in one pass.
     fn sdt_properties(&mut self, fragment: &str) {
         let (mut tag, mut checkbox, mut checked) = (None, false, None);
-        for (local, e) in tags_in(fragment) {
+        for (local, e) in tags_in(fragment, &["tag", "checkbox", "checked"]) {
             match local {
                 "tag" if tag.is_none() => tag = Some(self.name_span(attr(&e, "val").as_deref())),
                 "checkbox" => checkbox = true,

@@ -56,8 +56,9 @@ pub(super) struct Walker<'a> {
     wants_quick_xml: bool,
     reader: Reader<&'a [u8]>,
     part: &'a str,
-    /// Names of the open elements, end to end, and where each starts in it.
-    names: String,
+    /// Names of the open elements, end to end, and where each starts in it (bytes: truncating a `String`
+    /// checks for a char boundary, and this is done at every end tag).
+    names: Vec<u8>,
     starts: Vec<usize>,
     max_depth: usize,
     saw_root: bool,
@@ -74,7 +75,7 @@ impl<'a> Walker<'a> {
             wants_quick_xml: false,
             reader,
             part,
-            names: String::with_capacity(256),
+            names: Vec::with_capacity(256),
             starts: Vec::with_capacity(32),
             max_depth,
             saw_root: false,
@@ -118,6 +119,7 @@ impl<'a> Walker<'a> {
         Some(skipped)
     }
 
+    #[inline(always)]
     pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
         let event = match self.lexed {
             Some(at) => {
@@ -137,7 +139,7 @@ impl<'a> Walker<'a> {
                     return Err(ExtractError::TooDeep { part: self.part.to_string(), limit: self.max_depth });
                 }
                 self.starts.push(self.names.len());
-                self.names.push_str(e.name().into_inner());
+                self.names.extend_from_slice(e.name().into_inner().as_bytes());
             }
             Event::Empty(_) => {
                 self.saw_root = true;
@@ -149,8 +151,8 @@ impl<'a> Walker<'a> {
                 let Some(start) = self.starts.pop() else {
                     return Err(malformed(self.part, format!("`</{}>` closes no element", e.name().into_inner())));
                 };
-                if self.names.get(start..) != Some(e.name().into_inner()) {
-                    let open = self.names.get(start..).unwrap_or_default();
+                if self.names.get(start..) != Some(e.name().into_inner().as_bytes()) {
+                    let open = String::from_utf8_lossy(self.names.get(start..).unwrap_or_default());
                     return Err(malformed(self.part, format!("`</{}>` closes `<{open}>`", e.name().into_inner())));
                 }
                 self.names.truncate(start);
@@ -168,6 +170,15 @@ impl<'a> Walker<'a> {
 /// XML's white space, which ends a name.
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// `text` without trailing white space.
+fn trim_space_end(text: &str) -> &str {
+    if !text.as_bytes().last().copied().is_some_and(is_space) {
+        return text;
+    }
+    let len = text.bytes().rposition(|b| !is_space(b)).map_or(0, |i| i + 1);
+    text.get(..len).unwrap_or(text)
 }
 
 /// The next event at byte `at` of `xml` (after any comments and processing instructions there, which
@@ -193,28 +204,36 @@ fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
             Some(b'!') if rest.starts_with(b"!--") => at += 1 + memchr::memmem::find(rest.get(3..)?, b"-->")? + 6,
             Some(b'!') => return None,
             Some(b'/') => {
-                let gt = memchr::memchr(b'>', rest)?;
-                let name = xml.get(at + 2..at + 1 + gt)?.trim_end_matches([' ', '\t', '\r', '\n']);
+                let gt = rest.iter().position(|&b| b == b'>')?;
+                let name = trim_space_end(xml.get(at + 2..at + 1 + gt)?);
                 if name.is_empty() || name.bytes().any(|b| is_space(b) || matches!(b, b'"' | b'\'' | b'<')) {
                     return None;
                 }
                 return Some((Event::End(BytesEnd::new(name)), at + 1 + gt + 1));
             }
             _ => {
-                // The first `>` outside quoted attribute values.
+                // The first `>` outside quoted attribute values, by a byte loop: tags are a few dozen bytes,
+                // less than a vector search's set-up. A `<` anywhere inside is left to quick-xml.
                 let mut i = 0;
                 let gt = loop {
-                    let found = i + memchr::memchr3(b'>', b'"', b'\'', rest.get(i..)?)?;
-                    match rest.get(found) {
-                        Some(b'>') => break found,
-                        Some(&quote) => i = found + 1 + memchr::memchr(quote, rest.get(found + 1..)?)? + 1,
-                        None => return None,
+                    match *rest.get(i)? {
+                        b'>' => break i,
+                        b'<' => return None,
+                        quote @ (b'"' | b'\'') => {
+                            i += 1;
+                            loop {
+                                match *rest.get(i)? {
+                                    b'<' => return None,
+                                    b if b == quote => break,
+                                    _ => i += 1,
+                                }
+                            }
+                        }
+                        _ => {}
                     }
+                    i += 1;
                 };
                 let inner = xml.get(at + 1..at + 1 + gt)?;
-                if memchr::memchr(b'<', inner.as_bytes()).is_some() {
-                    return None;
-                }
                 let (content, empty) = match inner.strip_suffix('/') {
                     Some(content) => (content, true),
                     None => (inner, false),
@@ -323,15 +342,22 @@ pub(super) fn local(qname: &str) -> &str {
     }
 }
 
-/// The start and empty tags in a raw fragment skipped with [`Walker::skip_content`], with their local
-/// names; attributes are then read the usual way. Only for small property blocks whose children are
-/// empty elements (`w:sdtPr`).
-pub(super) fn tags_in(fragment: &str) -> impl Iterator<Item = (&str, BytesStart<'_>)> + '_ {
-    raw_tags(fragment).filter(|(_, end_tag, _)| !end_tag).filter_map(|(at, _, name)| {
+/// The start and empty tags with one of the `wanted` local names in a raw fragment skipped with
+/// [`Walker::skip_content`]; attributes are then read the usual way. Only for small property blocks whose
+/// children are empty elements (`w:sdtPr`). Other tags are passed over by name alone.
+pub(super) fn tags_in<'f>(
+    fragment: &'f str,
+    wanted: &'f [&str],
+) -> impl Iterator<Item = (&'f str, BytesStart<'f>)> + 'f {
+    raw_tags(fragment).filter_map(move |(at, end_tag, name)| {
+        let local = local(name);
+        if end_tag || !wanted.contains(&local) {
+            return None;
+        }
         let gt = at + find_gt(fragment.get(at..)?)?;
         let inner = fragment.get(at + 1..gt)?;
         let inner = inner.strip_suffix('/').unwrap_or(inner);
-        Some((local(name), BytesStart::from_content(inner, name.len())))
+        Some((local, BytesStart::from_content(inner, name.len())))
     })
 }
 
@@ -357,11 +383,18 @@ pub(super) fn push_ref(out: &mut String, r: &BytesRef<'_>) {
 }
 
 /// The value of the attribute with this local name (`w:val`, `w14:val`, `val` alike), unescaped.
-pub(super) fn attr<'e>(e: &'e BytesStart<'_>, local: &str) -> Option<Cow<'e, str>> {
+pub(super) fn attr<'e>(e: &'e BytesStart<'_>, local_name: &str) -> Option<Cow<'e, str>> {
+    match plain_attr(e.attributes_raw(), local_name) {
+        Some(found) => found.map(Cow::Borrowed),
+        None => quick_xml_attr(e, local_name),
+    }
+}
+
+fn quick_xml_attr<'e>(e: &'e BytesStart<'_>, local_name: &str) -> Option<Cow<'e, str>> {
     let mut attrs = e.attributes();
     attrs.with_checks(false);
     for a in attrs.flatten() {
-        if a.key.local_name().as_ref() == local {
+        if a.key.local_name().as_ref() == local_name {
             return Some(match a.normalized_value(XmlVersion::Implicit1_0) {
                 Ok(v) => v,
                 Err(_) => a.value,
@@ -369,6 +402,37 @@ pub(super) fn attr<'e>(e: &'e BytesStart<'_>, local: &str) -> Option<Cow<'e, str
         }
     }
     None
+}
+
+/// [`attr`] for attributes written the way Word writes them (`key="value"`, nothing to unescape or
+/// normalise), by a byte loop: quick-xml's attribute iterator costs several times more, and a form's
+/// properties are read by attribute. `None` at anything else, which quick-xml then reads.
+fn plain_attr<'e>(raw: &'e str, local_name: &str) -> Option<Option<&'e str>> {
+    let bytes = raw.as_bytes();
+    let mut at = 0;
+    loop {
+        while bytes.get(at).copied().is_some_and(is_space) {
+            at += 1;
+        }
+        if at == bytes.len() {
+            return Some(None);
+        }
+        let eq = at + bytes.get(at..)?.iter().position(|&b| b == b'=' || is_space(b) || matches!(b, b'"' | b'\''))?;
+        let quote = *bytes.get(eq + 1)?;
+        if bytes.get(eq) != Some(&b'=') || eq == at || !matches!(quote, b'"' | b'\'') {
+            return None;
+        }
+        let value_at = eq + 2;
+        let len = bytes.get(value_at..)?.iter().position(|&b| b == quote)?;
+        let value = raw.get(value_at..value_at + len)?;
+        if value.bytes().any(|b| matches!(b, b'&' | b'\t' | b'\r' | b'\n')) {
+            return None;
+        }
+        if local(raw.get(at..eq)?) == local_name {
+            return Some(Some(value));
+        }
+        at = value_at + len + 1;
+    }
 }
 
 /// What `[Content_Types].xml` says about the package.
@@ -530,6 +594,32 @@ mod tests {
     }
 
     #[test]
+    fn attributes_read_by_the_byte_loop_are_what_quick_xml_reads() {
+        let tags = [
+            r#"w:tag w:val="plain""#,
+            r#"w:tag w:val='single' w14:val="second""#,
+            r#"w:tag x="1"w:val="no space between""#,
+            r#"w:tag w:val="a&amp;b""#,
+            "w:tag w:val=\"tab\there\"",
+            r#"w:tag w:val = "spaced""#,
+            r#"w:tag w:val=unquoted"#,
+            r#"w:tag w:val="unterminated"#,
+            r#"w:tag checked"#,
+            r#"w:tag   "#,
+            r#"w:tag xmlns:val="ns" w:val="after a namespace""#,
+            r#"w:tag a:b:val="two colons""#,
+        ];
+        for tag in tags {
+            let e = BytesStart::from_content(tag, 5);
+            for name in ["val", "x", "checked", "b"] {
+                assert_eq!(attr(&e, name), quick_xml_attr(&e, name), "{name} in <{tag}>");
+            }
+        }
+        assert_eq!(plain_attr(r#" w:val="plain""#, "val"), Some(Some("plain")));
+        assert_eq!(plain_attr(r#" w:val="a&amp;b""#, "val"), None, "left to quick-xml");
+    }
+
+    #[test]
     fn find_lt_agrees_with_a_plain_search() {
         let text = "abcdefgh<ijklmnopqrstu<vwxyz\u{e9}\u{3c}<<";
         for start in 0..text.len() {
@@ -544,8 +634,7 @@ mod tests {
     fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
         let frag =
             r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
-        let vals: Vec<String> =
-            tags_in(frag).filter(|(l, _)| *l == "tag").map(|(_, e)| attr(&e, "val").unwrap().into_owned()).collect();
+        let vals: Vec<String> = tags_in(frag, &["tag"]).map(|(_, e)| attr(&e, "val").unwrap().into_owned()).collect();
         assert_eq!(vals, ["a&b", "c"]);
         assert_eq!(local("w14:checked"), "checked");
         assert_eq!(local("p"), "p");
