@@ -9,11 +9,14 @@
 //! so the label-cell fallback reads every kind of box the same way. Property elements, deleted text and
 //! `mc:Fallback` copies are skipped. Nothing recurses: depth is a counter checked by [`Walker`].
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use quick_xml::events::{BytesStart, Event};
 
 use super::ExtractError;
 use super::boxes::{TICKED, UNTICKED, glyph};
-use super::xml::{Walker, attr, local, push_ref, tags_in};
+use super::xml::{Walker, attr, first_tag_named, local, push_ref, read_part};
 
 /// A byte range into [`Scan::text`] or [`Scan::names`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,11 +85,7 @@ impl Scan {
 
 /// Reads one WordprocessingML part.
 pub(super) fn scan(xml: &str, part: &str, max_depth: usize) -> Result<Scan, ExtractError> {
-    let mut lexing = Walker::lexing(xml, part, max_depth);
-    match scan_with(&mut lexing, xml.len()) {
-        Err(_) if lexing.wants_quick_xml() => scan_with(&mut Walker::new(xml, part, max_depth), xml.len()),
-        read => read,
-    }
+    read_part(xml, part, max_depth, |walker| scan_with(walker, xml.len()))
 }
 
 fn scan_with(walker: &mut Walker<'_>, xml_len: usize) -> Result<Scan, ExtractError> {
@@ -336,17 +335,14 @@ impl Scanner {
         Open::Read
     }
 
-    /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text, in one pass.
+    /// Reads a control's tag and checkbox state from its skipped `w:sdtPr` text.
     fn sdt_properties(&mut self, fragment: &str) {
-        let (mut tag, mut checkbox, mut checked) = (None, false, None);
-        for (local, e) in tags_in(fragment, &["tag", "checkbox", "checked"]) {
-            match local {
-                "tag" if tag.is_none() => tag = Some(self.name_span(attr(&e, "val").as_deref())),
-                "checkbox" => checkbox = true,
-                "checked" if checked.is_none() => checked = on_off(&e),
-                _ => {}
-            }
-        }
+        static TAG: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("tag"));
+        static CHECKBOX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("checkbox"));
+        static CHECKED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("checked"));
+        let tag = first_tag_named(fragment, &TAG).map(|e| self.name_span(attr(&e, "val").as_deref()));
+        let checkbox = first_tag_named(fragment, &CHECKBOX).is_some();
+        let checked = first_tag_named(fragment, &CHECKED).and_then(|e| on_off(&e));
         if let Some(f) = self.sdts.last_mut() {
             f.tag = tag.unwrap_or_default();
             f.checkbox = checkbox;

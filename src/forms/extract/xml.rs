@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use memchr::memmem::Finder;
 use quick_xml::events::{BytesEnd, BytesRef, BytesStart, BytesText, Event};
 use quick_xml::{Reader, XmlVersion};
 
@@ -167,6 +168,21 @@ impl<'a> Walker<'a> {
     }
 }
 
+/// Runs `read` over a part with events from the lexer, and once more with quick-xml alone when the lexer
+/// met something it does not take (see [`Walker::lexing`]).
+pub(super) fn read_part<T>(
+    xml: &str,
+    part: &str,
+    max_depth: usize,
+    mut read: impl FnMut(&mut Walker<'_>) -> Result<T, ExtractError>,
+) -> Result<T, ExtractError> {
+    let mut lexing = Walker::lexing(xml, part, max_depth);
+    match read(&mut lexing) {
+        Err(_) if lexing.wants_quick_xml() => read(&mut Walker::new(xml, part, max_depth)),
+        read => read,
+    }
+}
+
 /// XML's white space, which ends a name.
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
@@ -249,27 +265,6 @@ fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
     }
 }
 
-/// The tags in raw XML text, as (offset of `<`, is an end tag, qualified name); comments, processing
-/// instructions and declarations are passed over. A plain byte scan: the fragments are property blocks
-/// and a general substring search costs more than it saves there.
-fn raw_tags(text: &str) -> impl Iterator<Item = (usize, bool, &str)> + '_ {
-    let bytes = text.as_bytes();
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        loop {
-            let lt = pos + find_lt(bytes.get(pos..)?)?;
-            pos = lt + 1;
-            let end_tag = bytes.get(pos) == Some(&b'/');
-            let start = if end_tag { pos + 1 } else { pos };
-            let len = bytes.get(start..)?.iter().position(|&b| is_space(b) || matches!(b, b'/' | b'>'))?;
-            let name = text.get(start..start + len)?;
-            if !name.is_empty() && !name.starts_with(['!', '?']) {
-                return Some((lt, end_tag, name));
-            }
-        }
-    })
-}
-
 /// Where the end tag closing an element named `qname` starts, given the text right after its start tag;
 /// nested elements of the same name are counted. One forward pass, so linear in the skipped bytes.
 fn matching_end(rest: &str, qname: &str) -> Option<usize> {
@@ -342,23 +337,38 @@ pub(super) fn local(qname: &str) -> &str {
     }
 }
 
-/// The start and empty tags with one of the `wanted` local names in a raw fragment skipped with
-/// [`Walker::skip_content`]; attributes are then read the usual way. Only for small property blocks whose
-/// children are empty elements (`w:sdtPr`). Other tags are passed over by name alone.
-pub(super) fn tags_in<'f>(
-    fragment: &'f str,
-    wanted: &'f [&str],
-) -> impl Iterator<Item = (&'f str, BytesStart<'f>)> + 'f {
-    raw_tags(fragment).filter_map(move |(at, end_tag, name)| {
-        let local = local(name);
-        if end_tag || !wanted.contains(&local) {
+/// The first start or empty tag whose local name `finder` looks for, in a raw fragment skipped with
+/// [`Walker::skip_content`] (`w:sdtPr`); attributes are then read the usual way. A vector search for the
+/// name, each hit kept only where it is a tag's name: right after `<`, or after `<` and a prefix, and
+/// followed by the name's end. Property blocks are a third of a form's bytes and hold few tags of interest,
+/// and walking all their tags cost more than anything else in reading a form.
+pub(super) fn first_tag_named<'f>(fragment: &'f str, finder: &Finder<'_>) -> Option<BytesStart<'f>> {
+    let bytes = fragment.as_bytes();
+    let len = finder.needle().len();
+    finder.find_iter(bytes).find_map(|at| {
+        let after = *bytes.get(at + len)?;
+        if !(is_space(after) || after == b'/' || after == b'>') {
             return None;
         }
+        let lt = match at.checked_sub(1).and_then(|i| bytes.get(i))? {
+            b'<' => at - 1,
+            b':' => {
+                let prefix_start = bytes.get(..at - 1)?.iter().rposition(|&b| !is_name_byte(b))?;
+                let prefix_start = (prefix_start + 1 < at - 1).then_some(prefix_start)?;
+                (bytes.get(prefix_start) == Some(&b'<')).then_some(prefix_start)?
+            }
+            _ => return None,
+        };
         let gt = at + find_gt(fragment.get(at..)?)?;
-        let inner = fragment.get(at + 1..gt)?;
+        let inner = fragment.get(lt + 1..gt)?;
         let inner = inner.strip_suffix('/').unwrap_or(inner);
-        Some((local, BytesStart::from_content(inner, name.len())))
+        Some(BytesStart::from_content(inner, at + len - lt - 1))
     })
+}
+
+/// Whether `b` may be part of an element's qualified name as Word writes it (a prefix, here).
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') || b >= 0x80
 }
 
 /// Appends what an entity or character reference stands for; an unknown entity (there is no DTD to
@@ -449,8 +459,10 @@ const MAIN_TYPES: &[&str] = &[
 ];
 
 pub(super) fn content_types(xml: &str, max_depth: usize) -> Result<ContentTypes, ExtractError> {
-    let part = "[Content_Types].xml";
-    let mut walker = Walker::new(xml, part, max_depth);
+    read_part(xml, "[Content_Types].xml", max_depth, content_types_with)
+}
+
+fn content_types_with(walker: &mut Walker<'_>) -> Result<ContentTypes, ExtractError> {
     let mut found = ContentTypes::default();
     loop {
         match walker.next()? {
@@ -477,7 +489,10 @@ pub(super) fn content_types(xml: &str, max_depth: usize) -> Result<ContentTypes,
 
 /// `postroom.form` and `postroom.version` from `docProps/custom.xml`, when present.
 pub(super) fn custom_properties(xml: &str, max_depth: usize) -> Result<(Option<String>, Option<String>), ExtractError> {
-    let mut walker = Walker::new(xml, "docProps/custom.xml", max_depth);
+    read_part(xml, "docProps/custom.xml", max_depth, custom_properties_with)
+}
+
+fn custom_properties_with(walker: &mut Walker<'_>) -> Result<(Option<String>, Option<String>), ExtractError> {
     let (mut form, mut version) = (None, None);
     // Which wanted property we are inside (0 form, 1 version), the depth it opened at, and its text.
     let mut current: Option<(u8, usize)> = None;
@@ -522,7 +537,10 @@ pub(super) fn custom_properties(xml: &str, max_depth: usize) -> Result<(Option<S
 
 /// `dc:title` from `docProps/core.xml`.
 pub(super) fn core_title(xml: &str, max_depth: usize) -> Result<Option<String>, ExtractError> {
-    let mut walker = Walker::new(xml, "docProps/core.xml", max_depth);
+    read_part(xml, "docProps/core.xml", max_depth, core_title_with)
+}
+
+fn core_title_with(walker: &mut Walker<'_>) -> Result<Option<String>, ExtractError> {
     let mut inside = false;
     let mut title = String::new();
     loop {
@@ -632,10 +650,20 @@ mod tests {
 
     #[test]
     fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
+        let val = |frag: &str, name: &str| {
+            first_tag_named(frag, &Finder::new(name)).map(|e| attr(&e, "val").unwrap_or_default().into_owned())
+        };
         let frag =
-            r#"<w:alias w:val="tag"/><x:tag x:val="a&amp;b"/><w:dataBinding w:xpath="/ns:tag"/><tagged/><tag val='c'>"#;
-        let vals: Vec<String> = tags_in(frag, &["tag"]).map(|(_, e)| attr(&e, "val").unwrap().into_owned()).collect();
-        assert_eq!(vals, ["a&b", "c"]);
+            r#"<w:alias w:val="tag"/><w:dataBinding w:xpath="/ns:tag"/><tagged/></x:tag><x:tag x:val="a&amp;b"/>"#;
+        assert_eq!(val(frag, "tag").as_deref(), Some("a&b"));
+        assert_eq!(val("<tag val='c'>", "tag").as_deref(), Some("c"));
+        assert_eq!(val("<w:tag\nw:val=\"d\"/>", "tag").as_deref(), Some("d"));
+        assert_eq!(
+            val(r#"<w14:checkedState w14:val="2612"/><w14:checked w14:val="1"/>"#, "checked").as_deref(),
+            Some("1")
+        );
+        assert_eq!(val(r#"<w:alias w:val="x :tag y"/><a b:tag="1"/>"#, "tag"), None);
+        assert_eq!(val(r#"<w14:checkbox/>"#, "checkbox").as_deref(), Some(""));
         assert_eq!(local("w14:checked"), "checked");
         assert_eq!(local("p"), "p");
     }
