@@ -120,6 +120,8 @@ impl<'a> Walker<'a> {
         Some(skipped)
     }
 
+    // Inlined, as is `lex`: called once per event, and a call with an event to return costs about as much
+    // as lexing a short tag.
     #[inline(always)]
     pub fn next(&mut self) -> Result<Event<'a>, ExtractError> {
         let event = match self.lexed {
@@ -188,20 +190,12 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
-/// `text` without trailing white space.
-fn trim_space_end(text: &str) -> &str {
-    if !text.as_bytes().last().copied().is_some_and(is_space) {
-        return text;
-    }
-    let len = text.bytes().rposition(|b| !is_space(b)).map_or(0, |i| i + 1);
-    text.get(..len).unwrap_or(text)
-}
-
 /// The next event at byte `at` of `xml` (after any comments and processing instructions there, which
 /// no reader here looks at) and where the one after it starts; `None` for anything not plain, which
 /// quick-xml then reads. What it returns is what quick-xml returns for the same bytes: text runs to the
 /// next `<` or `&`; a reference runs to `;`; a tag runs to the first `>` outside quotes, its name to the
 /// first white space, and it is empty when it ends in `/>`; an end tag's name is trimmed at its end.
+#[inline(always)]
 fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
     let bytes = xml.as_bytes();
     loop {
@@ -220,22 +214,36 @@ fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
             Some(b'!') if rest.starts_with(b"!--") => at += 1 + memchr::memmem::find(rest.get(3..)?, b"-->")? + 6,
             Some(b'!') => return None,
             Some(b'/') => {
-                let gt = rest.iter().position(|&b| b == b'>')?;
-                let name = trim_space_end(xml.get(at + 2..at + 1 + gt)?);
-                if name.is_empty() || name.bytes().any(|b| is_space(b) || matches!(b, b'"' | b'\'' | b'<')) {
+                // `</name>`, with white space allowed only before the `>`.
+                let (mut i, mut name_end) = (1, None);
+                let gt = loop {
+                    match *rest.get(i)? {
+                        b'>' => break i,
+                        b'"' | b'\'' | b'<' => return None,
+                        b if is_space(b) => name_end = name_end.or(Some(i)),
+                        _ if name_end.is_some() => return None,
+                        _ => {}
+                    }
+                    i += 1;
+                };
+                let name = xml.get(at + 2..at + 1 + name_end.unwrap_or(gt))?;
+                if name.is_empty() {
                     return None;
                 }
                 return Some((Event::End(BytesEnd::new(name)), at + 1 + gt + 1));
             }
             _ => {
-                // The first `>` outside quoted attribute values, by a byte loop: tags are a few dozen bytes,
-                // less than a vector search's set-up. A `<` anywhere inside is left to quick-xml.
-                let mut i = 0;
+                // The first `>` outside quoted attribute values, and the name's end, by a byte loop: tags
+                // are a few dozen bytes, less than a vector search's set-up. A `<` anywhere inside, or a
+                // quote in the name, is left to quick-xml.
+                let (mut i, mut name_end) = (0, None);
                 let gt = loop {
                     match *rest.get(i)? {
                         b'>' => break i,
                         b'<' => return None,
+                        b if is_space(b) => name_end = name_end.or(Some(i)),
                         quote @ (b'"' | b'\'') => {
+                            name_end?;
                             i += 1;
                             loop {
                                 match *rest.get(i)? {
@@ -254,7 +262,7 @@ fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
                     Some(content) => (content, true),
                     None => (inner, false),
                 };
-                let name_len = content.bytes().position(is_space).unwrap_or(content.len());
+                let name_len = name_end.unwrap_or(content.len());
                 if name_len == 0 {
                     return None;
                 }
