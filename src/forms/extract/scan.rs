@@ -16,7 +16,7 @@ use quick_xml::events::{BytesStart, Event};
 
 use super::ExtractError;
 use super::boxes::{TICKED, UNTICKED, glyph};
-use super::xml::{Walker, attr, first_tag_named, local, push_ref, read_part};
+use super::xml::{Walker, attr, local, push_ref, read_part, tags_named};
 
 /// A byte range into [`Scan::text`] or [`Scan::names`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -340,9 +340,9 @@ impl Scanner {
         static TAG: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("tag"));
         static CHECKBOX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("checkbox"));
         static CHECKED: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("checked"));
-        let tag = first_tag_named(fragment, &TAG).map(|e| self.name_span(attr(&e, "val").as_deref()));
-        let checkbox = first_tag_named(fragment, &CHECKBOX).is_some();
-        let checked = first_tag_named(fragment, &CHECKED).and_then(|e| on_off(&e));
+        let tag = tags_named(fragment, &TAG).next().map(|e| self.name_span(attr(&e, "val").as_deref()));
+        let checkbox = tags_named(fragment, &CHECKBOX).next().is_some();
+        let checked = tags_named(fragment, &CHECKED).find_map(|e| on_off(&e));
         if let Some(f) = self.sdts.last_mut() {
             f.tag = tag.unwrap_or_default();
             f.checkbox = checkbox;

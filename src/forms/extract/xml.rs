@@ -345,15 +345,15 @@ pub(super) fn local(qname: &str) -> &str {
     }
 }
 
-/// The first start or empty tag whose local name `finder` looks for, in a raw fragment skipped with
+/// The start and empty tags whose local name `finder` looks for, in a raw fragment skipped with
 /// [`Walker::skip_content`] (`w:sdtPr`); attributes are then read the usual way. A vector search for the
 /// name, each hit kept only where it is a tag's name: right after `<`, or after `<` and a prefix, and
 /// followed by the name's end. Property blocks are a third of a form's bytes and hold few tags of interest,
 /// and walking all their tags cost more than anything else in reading a form.
-pub(super) fn first_tag_named<'f>(fragment: &'f str, finder: &Finder<'_>) -> Option<BytesStart<'f>> {
+pub(super) fn tags_named<'f>(fragment: &'f str, finder: &'f Finder<'_>) -> impl Iterator<Item = BytesStart<'f>> + 'f {
     let bytes = fragment.as_bytes();
     let len = finder.needle().len();
-    finder.find_iter(bytes).find_map(|at| {
+    finder.find_iter(bytes).filter_map(move |at| {
         let after = *bytes.get(at + len)?;
         if !(is_space(after) || after == b'/' || after == b'>') {
             return None;
@@ -659,7 +659,7 @@ mod tests {
     #[test]
     fn tags_are_found_in_a_raw_fragment_whatever_their_prefix() {
         let val = |frag: &str, name: &str| {
-            first_tag_named(frag, &Finder::new(name)).map(|e| attr(&e, "val").unwrap_or_default().into_owned())
+            tags_named(frag, &Finder::new(name)).next().map(|e| attr(&e, "val").unwrap_or_default().into_owned())
         };
         let frag =
             r#"<w:alias w:val="tag"/><w:dataBinding w:xpath="/ns:tag"/><tagged/></x:tag><x:tag x:val="a&amp;b"/>"#;
