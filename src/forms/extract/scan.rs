@@ -105,6 +105,14 @@ fn scan_with(walker: &mut Walker<'_>, xml_len: usize) -> Result<Scan, ExtractErr
                 s.depth += 1;
                 match s.open(&e, false) {
                     Open::Read => {}
+                    // Its end tag is consumed with it: no Text or End event follows.
+                    Open::Text => {
+                        if let Some(text) = walker.plain_text_content(e.name().into_inner()) {
+                            s.scan.text.push_str(text);
+                            s.in_t = false;
+                            s.depth -= 1;
+                        }
+                    }
                     // A skipped element's end tag is consumed with it: no End event follows.
                     Open::Skip => match walker.skip_content(e.name().into_inner()) {
                         Some(_) => s.depth -= 1,
@@ -157,6 +165,8 @@ fn scan_with(walker: &mut Walker<'_>, xml_len: usize) -> Result<Scan, ExtractErr
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
     Read,
+    /// A `w:t`: its text, taken whole when it is plain.
+    Text,
     /// Nothing inside is content.
     Skip,
     /// A content control's properties: read from the raw text when possible.
@@ -287,7 +297,11 @@ impl Scanner {
     fn open_body(&mut self, local: &str, e: &BytesStart<'_>, empty: bool) -> Open {
         let len = self.scan.text.len();
         match local {
-            "t" => self.in_t = !empty,
+            "t" if !empty => {
+                self.in_t = true;
+                return Open::Text;
+            }
+            "t" => self.in_t = false,
             "instrText" => self.in_instr = !empty,
             "tab" | "ptab" => self.scan.text.push(' '),
             "br" | "cr" => self.scan.text.push('\n'),

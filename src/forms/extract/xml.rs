@@ -120,6 +120,26 @@ impl<'a> Walker<'a> {
         Some(skipped)
     }
 
+    /// Called right after the `Start` event of `qname`, when the lexer reads: if the element holds nothing
+    /// but plain text (no markup, references or carriage returns) up to an end tag written `</qname>`,
+    /// returns the text and moves past the end tag, as [`skip_content`](Walker::skip_content) does; else
+    /// `None`, having moved nothing. A run's text and its end tag are two of the five events of a run.
+    pub fn plain_text_content(&mut self, qname: &str) -> Option<&'a str> {
+        let at = self.lexed?;
+        let rest = self.xml.get(at..)?;
+        let end = memchr::memchr3(b'<', b'&', b'\r', rest.as_bytes())?;
+        let tag = rest.as_bytes().get(end..)?;
+        let closes = tag.starts_with(b"</")
+            && tag.get(2..2 + qname.len()) == Some(qname.as_bytes())
+            && tag.get(2 + qname.len()) == Some(&b'>');
+        let text = rest.get(..end).filter(|_| closes)?;
+        self.lexed = Some(at + end + qname.len() + 3);
+        if let Some(start) = self.starts.pop() {
+            self.names.truncate(start);
+        }
+        Some(text)
+    }
+
     // Inlined, as is `lex`: called once per event, and a call with an event to return costs about as much
     // as lexing a short tag.
     #[inline(always)]
@@ -643,6 +663,29 @@ mod tests {
         }
         assert_eq!(plain_attr(r#" w:val="plain""#, "val"), Some(Some("plain")));
         assert_eq!(plain_attr(r#" w:val="a&amp;b""#, "val"), None, "left to quick-xml");
+    }
+
+    #[test]
+    fn plain_text_is_taken_whole_only_up_to_its_own_end_tag() {
+        let take = |xml: &str, lexing: bool| {
+            let mut w = if lexing { Walker::lexing(xml, "p", 10) } else { Walker::new(xml, "p", 10) };
+            assert!(matches!(w.next().unwrap(), Event::Start(_)));
+            assert!(matches!(w.next().unwrap(), Event::Start(_)));
+            let text = w.plain_text_content("w:t").map(str::to_string);
+            let next = match w.next().unwrap() {
+                Event::End(e) => format!("</{}>", e.name().into_inner()),
+                Event::Text(t) => t.xml10_content().into_owned(),
+                other => format!("{other:?}"),
+            };
+            (text, next)
+        };
+        assert_eq!(take("<r><w:t>plain</w:t></r>", true), (Some("plain".into()), "</r>".into()));
+        assert_eq!(take("<r><w:t></w:t></r>", true), (Some(String::new()), "</r>".into()));
+        assert_eq!(take("<r><w:t>a&amp;b</w:t></r>", true).0, None);
+        assert_eq!(take("<r><w:t>a\r\nb</w:t></r>", true).0, None);
+        assert_eq!(take("<r><w:t>x</w:t ></r>", true), (None, "x".into()));
+        assert_eq!(take("<r><w:t>x<w:br/></w:t></r>", true).0, None);
+        assert_eq!(take("<r><w:t>plain</w:t></r>", false), (None, "plain".into()), "quick-xml reads on");
     }
 
     #[test]
