@@ -114,10 +114,15 @@ impl<'a> Walker<'a> {
             Some(lexed) => *lexed = at + after_end,
             None => *self.reader.get_mut() = after.as_bytes(),
         }
+        self.close_passed_over();
+        Some(skipped)
+    }
+
+    /// Closes the element whose content and end tag were passed over without events.
+    fn close_passed_over(&mut self) {
         if let Some(start) = self.starts.pop() {
             self.names.truncate(start);
         }
-        Some(skipped)
     }
 
     /// Called right after the `Start` event of `qname`, when the lexer reads: if the element holds nothing
@@ -134,9 +139,7 @@ impl<'a> Walker<'a> {
             && tag.get(2 + qname.len()) == Some(&b'>');
         let text = rest.get(..end).filter(|_| closes)?;
         self.lexed = Some(at + end + qname.len() + 3);
-        if let Some(start) = self.starts.pop() {
-            self.names.truncate(start);
-        }
+        self.close_passed_over();
         Some(text)
     }
 
