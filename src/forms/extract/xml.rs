@@ -213,6 +213,11 @@ fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// Whether `b`, right after a tag's name, ends it: white space, or the tag's `/>` or `>`.
+fn ends_name(b: u8) -> bool {
+    is_space(b) || matches!(b, b'/' | b'>')
+}
+
 /// The next event at byte `at` of `xml` (after any comments and processing instructions there, which
 /// no reader here looks at) and where the one after it starts; `None` for anything not plain, which
 /// quick-xml then reads. What it returns is what quick-xml returns for the same bytes: text runs to the
@@ -301,7 +306,7 @@ fn lex(xml: &str, mut at: usize) -> Option<(Event<'_>, usize)> {
 fn matching_end(rest: &str, qname: &str) -> Option<usize> {
     let bytes = rest.as_bytes();
     let name = qname.as_bytes();
-    let boundary = |i: usize| bytes.get(i).is_some_and(|&b| is_space(b) || matches!(b, b'/' | b'>'));
+    let boundary = |i: usize| bytes.get(i).copied().is_some_and(ends_name);
     let mut open = 1usize;
     let mut next = 0;
     while let Some(offset) = find_lt(bytes.get(next..)?) {
@@ -377,8 +382,7 @@ pub(super) fn tags_named<'f>(fragment: &'f str, finder: &'f Finder<'_>) -> impl 
     let bytes = fragment.as_bytes();
     let len = finder.needle().len();
     finder.find_iter(bytes).filter_map(move |at| {
-        let after = *bytes.get(at + len)?;
-        if !(is_space(after) || after == b'/' || after == b'>') {
+        if !bytes.get(at + len).copied().is_some_and(ends_name) {
             return None;
         }
         let lt = match at.checked_sub(1).and_then(|i| bytes.get(i))? {
