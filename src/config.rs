@@ -313,6 +313,9 @@ pub struct SmtpConfig {
     /// First retry delay (ms); doubles per attempt, capped at an hour.
     #[serde(default = "default_smtp_retry_ms")]
     pub retry_base_ms: i64,
+    /// Sessions replies are sent over at once, each carrying one reply at a time.
+    #[serde(default = "default_smtp_connections")]
+    pub connections: usize,
 }
 
 fn default_smtp_timeout_secs() -> u64 {
@@ -323,6 +326,9 @@ fn default_smtp_attempts() -> i64 {
 }
 fn default_smtp_retry_ms() -> i64 {
     30_000
+}
+fn default_smtp_connections() -> usize {
+    2
 }
 
 fn default_mailboxes() -> Vec<MailboxConfig> {
@@ -598,6 +604,21 @@ impl Config {
             };
             crate::oauth2::check_config(oauth).map_err(|e| format!("[smtp.oauth2]: {e}"))?;
         }
+        if let Some(smtp) = &self.smtp {
+            if !(1..=16).contains(&smtp.connections) {
+                return Err(format!("smtp.connections ({}) must be between 1 and 16", smtp.connections));
+            }
+            // Each sender marks its replies while filing holds one connection and the next batch is recorded
+            // on another: fewer would leave filing waiting on the pool.
+            let needed = smtp.connections.saturating_add(2);
+            if usize::try_from(self.database.max_connections).unwrap_or(usize::MAX) < needed {
+                return Err(format!(
+                    "database.max_connections ({}) must be at least smtp.connections + 2 ({needed}): raise it, \
+                     or lower smtp.connections",
+                    self.database.max_connections
+                ));
+            }
+        }
         if let Some(smtp) = &self.smtp
             && self.outbox.claim_lease_secs < smtp.timeout_secs.saturating_mul(2)
         {
@@ -753,6 +774,27 @@ mod tests {
         assert!(err.contains("loopback"), "{err}");
         let plain_local = plain.replacen("outlook.office365.com", "127.0.0.1", 1);
         assert!(Config::from_toml("p", &plain_local, []).is_ok());
+    }
+
+    #[test]
+    fn smtp_connections_are_bounded_and_the_database_pool_must_have_room_for_them() {
+        let text = include_str!("../config/production.example.toml");
+        let c = Config::from_toml("p", text, []).unwrap();
+        assert_eq!(c.smtp.as_ref().unwrap().connections, 2, "the default");
+        let with = |connections: &str, pool: &str| {
+            let env = [
+                ("POSTROOM_SMTP__CONNECTIONS".to_string(), connections.to_string()),
+                ("POSTROOM_DATABASE__MAX_CONNECTIONS".to_string(), pool.to_string()),
+            ];
+            Config::from_toml("p", text, env).map(|c| c.smtp.map(|s| s.connections)).map_err(|e| e.to_string())
+        };
+        assert_eq!(with("4", "6"), Ok(Some(4)));
+        let err = with("4", "5").unwrap_err();
+        assert!(err.contains("database.max_connections (5)") && err.contains("(6)"), "{err}");
+        for bad in ["0", "17"] {
+            let err = with(bad, "40").unwrap_err();
+            assert!(err.contains("smtp.connections") && err.contains("between 1 and 16"), "{bad}: {err}");
+        }
     }
 
     #[test]

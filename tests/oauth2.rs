@@ -671,6 +671,7 @@ fn smtp_xoauth2(srv: &Servers, user: &str, oauth: &OAuthServer, id: &str, secret
         timeout_secs: 10,
         max_attempts: 5,
         retry_base_ms: 1,
+        connections: 1,
     }
 }
 

@@ -370,6 +370,57 @@ async fn two_senders_draining_the_outbox_at_once_send_each_reply_exactly_once() 
     assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 40)]);
 }
 
+/// Writes replies like [`FileTransport`](postroom::reply::outbox::FileTransport) over `connections` sessions,
+/// counting how many sends are under way at once. (Real sessions to Postfix: tests/smtp.rs.)
+struct CountingTransport {
+    files: postroom::reply::outbox::FileTransport,
+    connections: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+}
+
+impl postroom::reply::outbox::Transport for CountingTransport {
+    async fn send(&self, reply: &postroom::store::DueReply) -> Result<(), postroom::reply::outbox::SendError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let sent = self.files.send(reply).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        sent
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_drain_sends_over_as_many_connections_as_the_transport_has_each_reply_once() {
+    let app = TestApp::start().await;
+    queue_no_form_replies(&app, "conn", 30).await;
+    let sender = CountingTransport {
+        files: postroom::reply::outbox::FileTransport { dir: app.dir.path().join("three") },
+        connections: 3,
+        in_flight: Default::default(),
+        most: Default::default(),
+    };
+    let policy = postroom::reply::outbox::RetryPolicy {
+        max_attempts: 3,
+        retry_base_ms: 1000,
+        lease_ms: 60_000,
+        send_timeout_ms: 5_000,
+    };
+    let drained = postroom::reply::outbox::drain(&app.pipeline.store, &sender, &policy).await.unwrap();
+    assert_eq!(drained.sent, 30, "{drained:?}");
+    assert_eq!(names(&sender.files.dir).len(), 30, "every reply written once");
+    assert_eq!(sender.most.load(std::sync::atomic::Ordering::SeqCst), 3, "three sends under way at once, never more");
+    assert_eq!(app.pipeline.store.outbox_counts().await.unwrap(), vec![("sent".to_string(), 30)]);
+    let attempts: Vec<i64> =
+        sqlx::query_scalar("SELECT DISTINCT attempts FROM outbox").fetch_all(app.pipeline.store.pool()).await.unwrap();
+    assert_eq!(attempts, vec![1], "no reply was tried twice");
+}
+
 /// Writes replies like [`FileTransport`](postroom::reply::outbox::FileTransport), slowly: a server slower
 /// than the claim lease. (The real-server behaviour of sending is in tests/smtp.rs; this is about the claim.)
 struct SlowTransport(postroom::reply::outbox::FileTransport, std::time::Duration);

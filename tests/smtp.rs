@@ -28,6 +28,7 @@ fn smtp(servers: &Servers, tls: TlsMode) -> SmtpConfig {
         timeout_secs: 5,
         max_attempts: 3,
         retry_base_ms: 1,
+        connections: 2,
     }
 }
 
@@ -91,6 +92,27 @@ async fn a_confirmation_with_its_reference_and_receipt_is_delivered_once() {
     };
     assert_eq!(mine.len(), 1, "exactly one confirmation carries {}", o.references[0]);
     assert!(mine[0].contains(&sha[..40]), "receipt SHA-256 in the delivered reply");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_leave_over_several_sessions_at_once_and_each_arrives_exactly_once() {
+    let Some(servers) = servers() else { return };
+    let mut config = smtp(&servers, TlsMode::Starttls);
+    config.connections = 3;
+    let app = app_with(config).await;
+    let providers: Vec<String> = (0..9).map(|i| unique_address(&format!("sessions{i}"))).collect();
+    for (i, provider) in providers.iter().enumerate() {
+        let raw = app.email_from(provider, &format!("{provider}.orig"), "no form here", vec![]);
+        assert_eq!(app.process(&format!("k{i}"), &raw).await.reply.as_deref(), Some("no_form"));
+    }
+    let drained = postroom::daemon::deliver_replies(&app.pipeline).await.unwrap();
+    assert_eq!(drained.sent, 9, "{drained:?}");
+    assert_eq!(postroom::daemon::deliver_replies(&app.pipeline).await.unwrap().sent, 0, "nothing sent twice");
+    for provider in &providers {
+        let got = Imap::wait_for(&servers, provider, "INBOX", 1, Duration::from_secs(10));
+        assert_eq!(got.len(), 1, "exactly one reply in {provider}'s mailbox");
+        assert!(got[0].contains(&format!("In-Reply-To: <{provider}.orig>")), "{}", got[0]);
+    }
 }
 
 #[tokio::test]

@@ -17,6 +17,11 @@ pub enum SendError {
 /// Somewhere replies go: an SMTP server, or a directory of .eml files (the embedded default).
 pub trait Transport: Send + Sync {
     fn send(&self, reply: &DueReply) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+
+    /// How many sends may run at once (each SMTP connection carries one at a time).
+    fn connections(&self) -> usize {
+        1
+    }
 }
 
 /// Writes each reply to `<dir>/<message-id>.eml`: the embedded default, with no SMTP server.
@@ -64,6 +69,14 @@ pub struct Drained {
     pub sent: usize,
     pub retrying: usize,
     pub failed: usize,
+}
+
+impl std::ops::AddAssign for Drained {
+    fn add_assign(&mut self, other: Drained) {
+        self.sent += other.sent;
+        self.retrying += other.retrying;
+        self.failed += other.failed;
+    }
 }
 
 /// How the outbox retries and leases, from configuration.
@@ -116,11 +129,33 @@ impl Transport for Sender {
             Sender::Smtp(t) => t.send(reply).await,
         }
     }
+
+    fn connections(&self) -> usize {
+        match self {
+            Sender::File(t) => t.connections(),
+            Sender::Smtp(t) => t.connections(),
+        }
+    }
 }
 
-/// Sends every due reply once. Gives up on a reply after `max_attempts` transient failures; the first
-/// retry waits `retry_base_ms`, doubling each time.
+/// Sends every due reply once, over as many connections as the transport allows: each sender claims its
+/// own replies. Gives up on a reply after `max_attempts` transient failures; the first retry waits
+/// `retry_base_ms`, doubling each time.
 pub async fn drain<T: Transport>(store: &Store, transport: &T, policy: &RetryPolicy) -> Result<Drained, StoreError> {
+    let senders = (0..transport.connections().max(1)).map(|_| drain_one_connection(store, transport, policy));
+    let mut done = Drained::default();
+    for drained in futures_util::future::join_all(senders).await {
+        done += drained?;
+    }
+    Ok(done)
+}
+
+/// One sender's share of [`drain`]: claims replies a few at a time and sends them one after another.
+async fn drain_one_connection<T: Transport>(
+    store: &Store,
+    transport: &T,
+    policy: &RetryPolicy,
+) -> Result<Drained, StoreError> {
     let mut done = Drained::default();
     let mut after = 0;
     loop {

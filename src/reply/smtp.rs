@@ -1,6 +1,6 @@
 //! Replies leave by SMTP (lettre's SMTP client on tokio, rustls): implicit TLS, STARTTLS (required, never
-//! opportunistic), or plain on loopback only; AUTH when credentials are configured; one connection kept
-//! open and reused. The envelope sender is the mailbox's own address, so a bounce comes back to a mailbox
+//! opportunistic), or plain on loopback only; AUTH when credentials are configured; `connections`
+//! sessions at most, each kept open and reused, one send at a time on each. The envelope sender is the mailbox's own address, so a bounce comes back to a mailbox
 //! Postroom watches and marks the reply `delivery_failed`.
 //!
 //! The TCP connection is opened here, not by lettre's transport, so that Nagle's algorithm can be turned
@@ -75,8 +75,10 @@ pub struct SmtpTransport {
     hello: ClientId,
     /// Envelope sender per mailbox name.
     senders: HashMap<String, String>,
-    /// The open connection between sends, and when it was last used.
-    idle: Mutex<Option<Idle>>,
+    /// Sessions at most at once (`smtp.connections`).
+    connections: usize,
+    /// The open connections between sends, and when each was last used.
+    idle: Mutex<Vec<Idle>>,
 }
 
 impl SmtpTransport {
@@ -131,7 +133,8 @@ impl SmtpTransport {
             timeout: Duration::from_secs(smtp.timeout_secs.max(1)),
             hello: ClientId::default(),
             senders,
-            idle: Mutex::new(None),
+            connections: smtp.connections.max(1),
+            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -235,6 +238,10 @@ impl From<lettre::transport::smtp::Error> for Failure {
 }
 
 impl Transport for SmtpTransport {
+    fn connections(&self) -> usize {
+        self.connections
+    }
+
     async fn send(&self, reply: &DueReply) -> Result<(), SendError> {
         let from = self
             .senders
@@ -243,10 +250,10 @@ impl Transport for SmtpTransport {
             .ok_or_else(|| SendError::Permanent(format!("no sender address for mailbox {}", reply.mailbox)))?;
         let to = reply.to.parse().map_err(|e| SendError::Permanent(format!("recipient {}: {e}", reply.to)))?;
         let envelope = Envelope::new(Some(from), vec![to]).map_err(|e| SendError::Permanent(e.to_string()))?;
-        // One send at a time over the one connection.
-        let mut idle = self.idle.lock().await;
+        // A connection carries one send at a time; the outbox runs at most `connections` sends at once.
+        let idle = self.idle.lock().await.pop();
         let attempt = async {
-            let mut open = self.connection(idle.take()).await?;
+            let mut open = self.connection(idle).await?;
             match open.conn.send(&envelope, &reply.eml).await {
                 Ok(_) => Ok(open),
                 Err(e) => {
@@ -258,7 +265,7 @@ impl Transport for SmtpTransport {
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(mut open)) => {
                 open.since = Instant::now();
-                *idle = Some(open);
+                self.idle.lock().await.push(open);
                 Ok(())
             }
             // A 5xx answer will not change by trying again; everything else (4xx, refused connection,
