@@ -480,7 +480,7 @@ pub struct DaemonConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        DaemonConfig { poll_interval_ms: 2000, batch_size: 32, mailbox_lease_secs: 30 }
+        DaemonConfig { poll_interval_ms: 2000, batch_size: 100, mailbox_lease_secs: 30 }
     }
 }
 
