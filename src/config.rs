@@ -222,6 +222,10 @@ pub struct ImapConfig {
     /// Messages fetched per round trip.
     #[serde(default = "default_fetch_batch")]
     pub fetch_batch: usize,
+    /// Bytes fetched per round trip, by the server's sizes (a message larger than this is fetched alone):
+    /// a batch is held in memory while it is filed, so this bounds the daemon's memory as message sizes grow.
+    #[serde(default = "default_fetch_batch_bytes")]
+    pub fetch_batch_bytes: u64,
     /// Reconnect backoff: first delay and cap (ms); jitter is added.
     #[serde(default = "default_backoff_min_ms")]
     pub backoff_min_ms: u64,
@@ -272,7 +276,11 @@ fn default_command_timeout_ms() -> u64 {
     25_000
 }
 fn default_fetch_batch() -> usize {
-    50
+    // As daemon.batch_size: one fetch is filed as one batch.
+    100
+}
+fn default_fetch_batch_bytes() -> u64 {
+    8 * 1024 * 1024
 }
 fn default_backoff_min_ms() -> u64 {
     1_000

@@ -305,10 +305,11 @@ async fn drain(
         .iter()
         .filter(|m| !m.oversize && failures(m.uid, state) < MAX_FETCH_ATTEMPTS)
         .partition(|m| failures(m.uid, state) > 0);
-    let fresh: Vec<u32> = fresh.iter().map(|m| m.uid).collect();
     // The least suspect first: a message that only shared a batch with a bad one is not held up by it.
     suspects.sort_by_key(|m| (failures(m.uid, state), m.uid));
-    let batches = fresh.chunks(cfg.fetch_batch.max(1)).map(<[u32]>::to_vec).chain(suspects.iter().map(|m| vec![m.uid]));
+    let batches = fetch_batches(&fresh, cfg.fetch_batch, cfg.fetch_batch_bytes)
+        .into_iter()
+        .chain(suspects.iter().map(|m| vec![m.uid]));
     // A backlog can take longer to drain than the lease lasts: renew it as we go (every third of the lease, as
     // between rounds), so no other instance starts draining the same inbox; once lost, settle what is filed
     // and stop.
@@ -364,6 +365,26 @@ struct LeaseRenewal {
     every: Duration,
     renewed: std::time::Instant,
     lost: bool,
+}
+
+/// Groups messages, in order, into fetches of at most `count` messages and at most `bytes` by the server's
+/// sizes; a message larger than `bytes` is fetched alone.
+fn fetch_batches(pending: &[&Pending], count: usize, bytes: u64) -> Vec<Vec<u32>> {
+    let mut batches: Vec<Vec<u32>> = Vec::new();
+    let mut batch_bytes = 0u64;
+    for m in pending {
+        match batches.last_mut() {
+            Some(b) if b.len() < count.max(1) && batch_bytes.saturating_add(m.size) <= bytes => {
+                b.push(m.uid);
+                batch_bytes += m.size;
+            }
+            _ => {
+                batches.push(vec![m.uid]);
+                batch_bytes = m.size;
+            }
+        }
+    }
+    batches
 }
 
 /// Fetches the next batch the server hands over; a refused one counts against its messages and is skipped.
@@ -520,6 +541,21 @@ mod tests {
         for _ in 0..40 {
             b.next_delay();
         }
+    }
+
+    #[test]
+    fn fetches_are_bounded_by_count_and_by_bytes_and_a_large_message_goes_alone() {
+        let sizes = [10, 10, 10, 10, 10, 95, 10, 200, 10, 10];
+        let pending: Vec<Pending> =
+            sizes.iter().enumerate().map(|(i, &size)| Pending { uid: i as u32 + 1, size, oversize: false }).collect();
+        let pending: Vec<&Pending> = pending.iter().collect();
+        assert_eq!(
+            fetch_batches(&pending, 3, 100),
+            vec![vec![1, 2, 3], vec![4, 5], vec![6], vec![7], vec![8], vec![9, 10]]
+        );
+        assert_eq!(fetch_batches(&pending, 100, u64::MAX), vec![(1..=10).collect::<Vec<u32>>()]);
+        assert_eq!(fetch_batches(&pending, 0, 0).len(), 10);
+        assert!(fetch_batches(&[], 3, 100).is_empty());
     }
 
     #[test]
