@@ -637,6 +637,54 @@ async fn one_pass_empties_the_inbox_in_batches_and_returns() {
     assert_eq!(counts(&cfg).await[..3], named(&[("INBOX", 0), ("Processed", 0), ("Rejected", 5)]));
 }
 
+/// Fetches of 3 filed in chunks of 2, each fetch's first chunk read and recorded while the fetch before it
+/// is filed: every message must be filed as itself, whichever fetch and chunk it came in.
+#[tokio::test]
+async fn messages_read_ahead_of_their_filing_are_filed_as_themselves() {
+    let Some(srv) = servers() else { return };
+    let mut cfg = imap_config(&srv, &user("ahead"), TlsMode::None);
+    cfg.fetch_batch = 3;
+    let mut r = rig(cfg.clone(), None).await;
+    r.p.config.daemon.batch_size = 2;
+    let mut admin = session(&cfg).await;
+    let pattern = [true, false, false, true, true, false, true, false, true, true, false];
+    let mut expected = Vec::new();
+    for (i, good) in pattern.iter().enumerate() {
+        let id = format!("ahead{i}-{}@x.example", random());
+        let raw = match good {
+            // Each form its own (the same bytes twice would be a duplicate).
+            true => {
+                let time = postroom::forms::Value::Text(format!("08:{i:02}"));
+                let form = r.app.form("death", |v| drop(v.insert("event_time".into(), time)));
+                r.app.email(&id, "Death notification", vec![Attached::docx("death.docx", form)])
+            }
+            false => r.no_form(&id),
+        };
+        admin.append("INBOX", None, &raw).await.unwrap();
+        expected.push((id, if *good { "accepted" } else { "rejected" }));
+    }
+    let (_stop, shutdown) = Shutdown::new();
+    assert_eq!(imap::drain_once(&r.p, &r.mb, &shutdown).await.unwrap(), pattern.len());
+    let rows = sqlx::query("SELECT source_key, header_message_id, status FROM messages ORDER BY id")
+        .fetch_all(r.p.store.pool())
+        .await
+        .unwrap();
+    // Appended to a new mailbox, the i-th message has UID i + 1.
+    let mut filed: Vec<(u32, String, String)> = rows
+        .iter()
+        .map(|row| {
+            let key: String = row.get("source_key");
+            let uid = key.rsplit(':').next().unwrap().parse().unwrap();
+            (uid, row.get("header_message_id"), row.get("status"))
+        })
+        .collect();
+    filed.sort();
+    let want: Vec<(u32, String, String)> =
+        expected.iter().enumerate().map(|(i, (id, status))| (i as u32 + 1, id.clone(), status.to_string())).collect();
+    assert_eq!(filed, want);
+    assert_eq!(counts(&cfg).await[..3], named(&[("INBOX", 0), ("Processed", 6), ("Rejected", 5)]));
+}
+
 #[tokio::test]
 async fn a_message_the_server_cannot_hand_over_is_quarantined_after_three_tries() {
     let Some(srv) = servers() else { return };

@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::session::{FetchedMessage, ImapSession, Pending};
 use super::{ImapError, connect};
@@ -317,25 +317,28 @@ async fn drain(
     let mut lease = LeaseRenewal { every: renew_every, renewed: std::time::Instant::now(), lost: false };
     // A pipeline on one connection: while a batch is filed, the one before it is moved out of the inbox and
     // the next one fetched, so the server's round trips overlap the filing instead of adding to it.
+    // The next batch's first chunk is also read and recorded then, so the filing never waits for it.
     let mut batches = batches;
-    let mut in_hand = fetch_next(s, &mut batches, state, mailbox).await?;
+    let batch_size = p.config.daemon.batch_size.max(1);
+    let mut in_hand =
+        fetch_next(s, &mut batches, state, mailbox).await?.map(|(uids, m)| (Fetched::new(uidvalidity, uids, m), None));
     let mut unsettled: Vec<(u32, i64, String)> = Vec::new();
-    while let Some((batch, fetched)) = in_hand.take() {
+    while let Some((fetched, staged)) = in_hand.take() {
         if shutdown.requested() || lease.lost {
             break;
         }
-        for uid in &batch {
-            if !fetched.iter().any(|f| f.uid == *uid) {
+        for uid in &fetched.uids {
+            if !fetched.messages.iter().any(|f| f.uid == *uid) {
                 // Gone (another instance settled it) or withheld; a withheld one is still pending next time.
                 *state.fetch_failures.entry(*uid).or_default() += 1;
                 tracing::warn!(mailbox = %mailbox.name, uid, "message not returned by the server");
             }
         }
-        for m in &fetched {
+        for m in &fetched.messages {
             state.fetch_failures.remove(&m.uid);
         }
         let previous = std::mem::take(&mut unsettled);
-        let filing = file_fetched(p, mailbox, cfg, uidvalidity, &fetched, shutdown, &mut lease);
+        let filing = file_fetched(p, mailbox, cfg, &fetched, staged, shutdown, &mut lease);
         let io = async {
             let moved = if previous.is_empty() {
                 0
@@ -343,7 +346,24 @@ async fn drain(
                 crate::failpoint::hit("imap_before_settle");
                 settle(p, mailbox, s, &previous).await?
             };
-            let next = if shutdown.requested() { None } else { fetch_next(s, &mut batches, state, mailbox).await? };
+            let next = match shutdown.requested() {
+                true => None,
+                false => fetch_next(s, &mut batches, state, mailbox).await?,
+            };
+            let next = match next {
+                Some((uids, messages)) => {
+                    let next = Fetched::new(uidvalidity, uids, messages);
+                    let incoming = next.incoming();
+                    let first = &incoming[..incoming.len().min(batch_size)];
+                    let staged = match shutdown.requested() || first.is_empty() {
+                        true => None,
+                        false => Some(p.stage(mailbox, first).await),
+                    };
+                    drop(incoming);
+                    Some((next, staged))
+                }
+                None => None,
+            };
             Ok::<_, ImapError>((moved, next))
         };
         let (done, io) = tokio::join!(filing, io);
@@ -411,38 +431,54 @@ async fn fetch_next(
     Ok(None)
 }
 
+/// A fetched batch with its messages' source keys and arrival times, fixed once so that a chunk staged
+/// ahead is filed as it was recorded.
+struct Fetched {
+    /// The UIDs asked for.
+    uids: Vec<u32>,
+    messages: Vec<FetchedMessage>,
+    keys: Vec<String>,
+    received_at: Vec<DateTime<Utc>>,
+}
+
+impl Fetched {
+    fn new(uidvalidity: u32, uids: Vec<u32>, messages: Vec<FetchedMessage>) -> Fetched {
+        let keys = messages.iter().map(|m| source_key(uidvalidity, m.uid)).collect();
+        let now = Utc::now();
+        let received_at = messages.iter().map(|m| m.internal_date.filter(|d| *d <= now).unwrap_or(now)).collect();
+        Fetched { uids, messages, keys, received_at }
+    }
+
+    fn incoming(&self) -> Vec<Incoming<'_>> {
+        (self.messages.iter().zip(&self.keys).zip(&self.received_at))
+            .map(|((m, key), at)| Incoming { source_key: key, raw: &m.raw, received_at: *at })
+            .collect()
+    }
+}
+
 /// Files fetched messages, `daemon.batch_size` per transaction, each batch read and recorded while the one
-/// before it is filed, renewing the mailbox lease as it goes (a backlog can take longer than the lease
-/// lasts; once lost, it stops). Returns what was filed, to settle.
+/// before it is filed (the first, `staged`, may have been read and recorded already), renewing the mailbox
+/// lease as it goes (a backlog can take longer than the lease lasts; once lost, it stops). Returns what was
+/// filed, to settle.
 async fn file_fetched(
     p: &Pipeline,
     mailbox: &MailboxConfig,
     cfg: &ImapConfig,
-    uidvalidity: u32,
-    fetched: &[FetchedMessage],
+    fetched: &Fetched,
+    staged: Option<Result<Staged, PipelineError>>,
     shutdown: &Shutdown,
     lease: &mut LeaseRenewal,
 ) -> Vec<(u32, i64, String)> {
     let batch_size = p.config.daemon.batch_size.max(1);
-    let keys: Vec<String> = fetched.iter().map(|m| source_key(uidvalidity, m.uid)).collect();
-    let now = Utc::now();
-    let incoming: Vec<Incoming> = fetched
-        .iter()
-        .zip(&keys)
-        .map(|(m, key)| Incoming {
-            source_key: key,
-            raw: &m.raw,
-            received_at: m.internal_date.filter(|d| *d <= now).unwrap_or(now),
-        })
-        .collect();
+    let incoming = fetched.incoming();
     let chunks: Vec<(&[Incoming], &[FetchedMessage])> =
-        incoming.chunks(batch_size).zip(fetched.chunks(batch_size)).collect();
+        incoming.chunks(batch_size).zip(fetched.messages.chunks(batch_size)).collect();
     let chunks = &chunks;
-    let mut done = Vec::with_capacity(fetched.len());
+    let mut done = Vec::with_capacity(fetched.messages.len());
     // A two-stage pipeline: while one batch is filed, the next is read, recorded and looked up. A staged
     // batch not filed (shutdown, lost lease) is recorded only: the next round finds it unfinished.
-    let mut staged: Option<(usize, Result<Staged, PipelineError>)> = None;
-    let mut next = 0;
+    let mut next = usize::from(staged.is_some());
+    let mut staged: Option<(usize, Result<Staged, PipelineError>)> = staged.map(|s| (0, s));
     loop {
         let stop = shutdown.requested() || lease.lost;
         let stage = chunks.get(next).filter(|_| !stop).map(|(chunk, _)| p.stage(mailbox, chunk));
