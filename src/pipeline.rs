@@ -358,8 +358,9 @@ impl Pipeline {
         for attempt in 0..attempts {
             let filed = if isolated {
                 let mut savepoint = batch.message().await?;
-                let mut filed =
-                    self.decide_and_file(&mut savepoint, lookups, ledger_id, sha256, mailbox, m, parsed, read).await;
+                let mut filed = self
+                    .decide_and_file(&mut savepoint, lookups, ledger_id, sha256, mailbox, m, parsed, read, false)
+                    .await;
                 if filed.is_ok()
                     && let Err(e) = lookups.later.write(&mut savepoint).await
                 {
@@ -370,7 +371,8 @@ impl Pipeline {
                 }
                 filed
             } else {
-                self.decide_and_file(batch.connection(), lookups, ledger_id, sha256, mailbox, m, parsed, read).await
+                let db = batch.connection();
+                self.decide_and_file(db, lookups, ledger_id, sha256, mailbox, m, parsed, read, true).await
             };
             match filed {
                 // A freshly drawn reference collided with an old one: undo this message and draw again.
@@ -394,6 +396,7 @@ impl Pipeline {
         m: &Incoming<'_>,
         parsed: &Result<Message, crate::message::MessageError>,
         read: &[FormRead],
+        hold: bool,
     ) -> Result<Outcome, PipelineError> {
         let message = parsed.as_ref().ok();
         let decision = match parsed {
@@ -401,10 +404,15 @@ impl Pipeline {
             Err(e) => Decision::without_reply("quarantined", e.reason_code()),
         };
         let filing = self.filing(ledger_id, sha256, mailbox, message, &decision, m.received_at)?;
-        if queries::file(db, &filing, &mut lookups.later).await? {
+        let outcome = self.outcome(ledger_id, message, &decision, &filing);
+        // Held, in a batch filed as one: its rows are written with the batch's others.
+        if hold {
+            lookups.known.add(&filing);
+            lookups.later.hold(filing);
+        } else if queries::file(db, &filing, &mut lookups.later).await? {
             lookups.known.add(&filing);
         }
-        Ok(self.outcome(ledger_id, message, &decision, &filing))
+        Ok(outcome)
     }
 
     /// Records a message that could not be fetched (over the size limit, or refused by the server) so it
@@ -461,7 +469,7 @@ impl Pipeline {
     async fn decide(
         &self,
         db: &mut AnyConnection,
-        lookups: &Lookups<'_>,
+        lookups: &mut Lookups<'_>,
         ledger_id: i64,
         m: &Message,
         read: &[FormRead],
@@ -494,7 +502,7 @@ impl Pipeline {
         let candidates: Vec<_> = m.candidate_forms().collect();
         let shas: Vec<String> = read.iter().map(|(sha, _)| sha.clone()).collect();
         if let Some(mid) = &env.message_id
-            && lookups.known.may_be_redelivery(mid)
+            && lookups.may_find(db, |k| k.may_be_redelivery(mid)).await?
             && let Some(original) = queries::find_redelivery(db, ledger_id, mid, &sender, &shas).await?
         {
             let refs = queries::references_of(db, original).await?;
@@ -505,8 +513,10 @@ impl Pipeline {
         }
         // The same form bytes from the same sender, filed before: not filed again.
         let mut duplicates = Vec::new();
-        for sha in shas.iter().filter(|sha| lookups.known.may_be_same_form(sha)) {
-            if let Some(s) = queries::find_same_form(db, ledger_id, &sender, sha).await? {
+        for sha in &shas {
+            if lookups.may_find(db, |k| k.may_be_same_form(sha)).await?
+                && let Some(s) = queries::find_same_form(db, ledger_id, &sender, sha).await?
+            {
                 duplicates.push((sha.clone(), s));
             }
         }
@@ -599,7 +609,7 @@ impl Pipeline {
             for p in &mut form.problems {
                 p.form_index = Some(index);
             }
-            self.link(db, &lookups.known, &mut form, &sender, &quoted, received_at).await?;
+            self.link(db, lookups, &mut form, &sender, &quoted, received_at).await?;
             forms.push(form);
         }
 
@@ -655,7 +665,7 @@ impl Pipeline {
     async fn link(
         &self,
         db: &mut AnyConnection,
-        known: &queries::Known,
+        lookups: &mut Lookups<'_>,
         form: &mut FormResult,
         sender: &str,
         quoted: &[Reference],
@@ -664,6 +674,7 @@ impl Pipeline {
         let (Some(def), Some(checked)) = (&form.def, &form.checked) else { return Ok(()) };
         let provider = checked.text("provider_id");
         for r in quoted {
+            lookups.later.write_held_if(db, |k| k.may_hold_reference(r.as_str())).await?;
             if let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
                 && s.status == "rejected"
                 && f.as_deref() == Some(def.id.as_str())
@@ -675,7 +686,7 @@ impl Pipeline {
         }
         if form.resubmission_of.is_none()
             && let Some(provider) = provider
-            && known.may_have_rejection(provider)
+            && lookups.may_find(db, |k| k.may_have_rejection(provider)).await?
         {
             let since = received_at.timestamp_millis() - RESUBMISSION_WINDOW_MS;
             if let Some(s) = queries::open_rejection(db, sender, provider, &def.id, since).await? {
@@ -686,6 +697,9 @@ impl Pipeline {
             let quoted_first = checked
                 .text("first_part_reference")
                 .and_then(|r| Reference::parse(r, &self.config.reference.prefix).ok());
+            if let Some(r) = &quoted_first {
+                lookups.later.write_held_if(db, |k| k.may_hold_reference(r.as_str())).await?;
+            }
             if let Some(r) = quoted_first
                 && let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
                 && f.as_deref() == Some(first_form.as_str())
@@ -693,14 +707,14 @@ impl Pipeline {
             {
                 form.first_part = Some((s.id, s.reference));
             } else if let Some(person) = person_key(checked)
-                && known.may_have_first_part(provider)
+                && lookups.may_find(db, |k| k.may_have_first_part(provider)).await?
                 && let Some(s) = queries::first_part(db, provider, first_form, &person).await?
             {
                 form.first_part = Some((s.id, s.reference));
             }
         }
         if let (Some(location), Some(date)) = (checked.text("location_id"), checked.text("event_date"))
-            && known.may_be_same_incident(location)
+            && lookups.may_find(db, |k| k.may_be_same_incident(location)).await?
             && let Some(s) = queries::same_incident(db, &def.id, location, date, checked.text("event_time")).await?
         {
             form.same_incident = Some((s.id, s.reference));
@@ -923,6 +937,23 @@ struct Lookups<'a> {
     known: queries::Known,
     /// What the batch filed and will write at its end.
     later: queries::Deferred,
+}
+
+impl Lookups<'_> {
+    /// Whether a ledger lookup could find anything (`may_find`, asked of the keys known at the batch's
+    /// start and filed since); if one of the batch's held filings could be what it finds, they are written
+    /// first.
+    async fn may_find(
+        &mut self,
+        db: &mut AnyConnection,
+        may_find: impl Fn(&queries::Known) -> bool,
+    ) -> Result<bool, StoreError> {
+        if !may_find(&self.known) {
+            return Ok(false);
+        }
+        self.later.write_held_if(db, may_find).await?;
+        Ok(true)
+    }
 }
 
 /// The keys a batch's registry and ledger lookups will ask about (see [`Prefetched`], [`queries::Known`]),

@@ -599,6 +599,90 @@ async fn a_row_refused_when_the_batch_writes_its_problems_undoes_only_that_messa
     assert_eq!(count("SELECT COUNT(*) FROM audit WHERE action LIKE 'filed:%'").await.unwrap(), 2);
 }
 
+#[tokio::test]
+async fn a_batch_files_its_problems_against_the_submissions_they_are_about() {
+    let app = TestApp::start().await;
+    let form = |person: &str, complete: bool| {
+        app.form("death", |v| {
+            v.insert("person_identifier".into(), text(person));
+            if !complete {
+                v.remove("event_date");
+            }
+        })
+    };
+    let raws = [
+        app.email(
+            "s1@x",
+            "two forms",
+            vec![Attached::docx("a.docx", form("P-1", true)), Attached::docx("b.docx", form("P-2", false))],
+        ),
+        app.email("s2@x", "one", vec![Attached::docx("c.docx", form("P-3", false))]),
+    ];
+    let outcomes: Vec<_> = process_batch(&app, &["s1", "s2"], &raws).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(outcomes.iter().map(|o| o.outcome.as_str()).collect::<Vec<_>>(), ["rejected", "rejected"]);
+    let pool = app.pipeline.store.pool();
+    // Each missing event date is filed against its own form's submission; none against the complete form.
+    let rows: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+        "SELECT p.message_id, p.form_index, s.attachment_name FROM problems p \
+         JOIN submissions s ON s.id = p.submission_id WHERE p.code = 'required_missing' ORDER BY p.message_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let (m1, m2) = (outcomes[0].ledger_id, outcomes[1].ledger_id);
+    assert_eq!(rows, [(m1, Some(1), "b.docx".to_string()), (m2, Some(0), "c.docx".to_string())]);
+    let unlinked: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM problems WHERE form_index IS NOT NULL AND submission_id IS NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(unlinked, 0);
+}
+
+#[tokio::test]
+async fn a_message_filed_elsewhere_while_its_batch_waited_is_filed_once() {
+    let app = TestApp::start().await;
+    let form = |person: &str| app.form("death", |v| drop(v.insert("person_identifier".into(), text(person))));
+    // The middle one has no form: no submission whose unique (message, form) could refuse a second filing.
+    let raws = [
+        app.email("f1@x", "form", vec![Attached::docx("a.docx", form("P-1"))]),
+        app.email("f2@x", "no form", vec![]),
+        app.email("f3@x", "form", vec![Attached::docx("b.docx", form("P-3"))]),
+    ];
+    let keys = ["f1", "f2", "f3"];
+    let batch: Vec<postroom::pipeline::Incoming> = raws
+        .iter()
+        .zip(keys)
+        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
+        .collect();
+    let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
+    let staged = app.pipeline.stage(&mb, &batch).await.unwrap();
+    // Another worker (a second instance, or staff re-processing) files the middle message meanwhile.
+    let elsewhere = app.pipeline.process(&mb, "f2", &raws[1], chrono::Utc::now()).await.unwrap();
+    assert_eq!(elsewhere.outcome, "rejected");
+    let outcomes = app.pipeline.file_staged(&mb, &batch, staged).await.unwrap();
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let pool = app.pipeline.store.pool();
+    let per_message: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT m.source_key, m.status, \
+         (SELECT COUNT(*) FROM submissions s WHERE s.message_id = m.id), \
+         (SELECT COUNT(*) FROM problems p WHERE p.message_id = m.id), \
+         (SELECT COUNT(*) FROM outbox o WHERE o.message_id = m.id), \
+         (SELECT COUNT(*) FROM audit a WHERE a.message_id = m.id AND a.action LIKE 'filed:%') \
+         FROM messages m ORDER BY m.source_key",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let per_message: Vec<_> =
+        per_message.iter().map(|(k, s, n, p, o, a)| (k.as_str(), s.as_str(), *n, *p, *o, *a)).collect();
+    assert_eq!(
+        per_message,
+        [("f1", "accepted", 1, 0, 1, 1), ("f2", "rejected", 0, 1, 1, 1), ("f3", "accepted", 1, 0, 1, 1)],
+        "(key, status, submissions, problems, replies, audit entries): each filed once"
+    );
+}
+
 /// Makes the database refuse (with the error "refused") every row inserted into `table` for which the
 /// SQL condition `when` on `NEW` holds.
 async fn refuse_rows(app: &TestApp, table: &str, when: &str) {

@@ -36,6 +36,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("reference {0} is already taken")]
     ReferenceTaken(String),
+    #[error("{0} message(s) of the batch were filed by another worker meanwhile")]
+    FiledMeanwhile(u64),
 }
 
 /// Milliseconds since the Unix epoch: the one time representation in the database.
