@@ -501,14 +501,7 @@ async fn a_message_that_cannot_be_filed_is_undone_alone_and_the_rest_of_its_batc
 #[tokio::test]
 async fn within_one_batch_a_repeated_form_is_a_duplicate_and_a_correction_is_linked_to_its_rejection() {
     let app = TestApp::start().await;
-    let form = |person: &str, complete: bool| {
-        app.form("death", |v| {
-            v.insert("person_identifier".into(), text(person));
-            if !complete {
-                v.remove("event_date");
-            }
-        })
-    };
+    let form = |person: &str, complete: bool| death_form(&app, person, complete);
     let first = form("P-1", true);
     let raws = [
         app.email("w1@x", "first", vec![Attached::docx("a.docx", first.clone())]),
@@ -602,14 +595,7 @@ async fn a_row_refused_when_the_batch_writes_its_problems_undoes_only_that_messa
 #[tokio::test]
 async fn a_batch_files_its_problems_against_the_submissions_they_are_about() {
     let app = TestApp::start().await;
-    let form = |person: &str, complete: bool| {
-        app.form("death", |v| {
-            v.insert("person_identifier".into(), text(person));
-            if !complete {
-                v.remove("event_date");
-            }
-        })
-    };
+    let form = |person: &str, complete: bool| death_form(&app, person, complete);
     let raws = [
         app.email(
             "s1@x",
@@ -649,12 +635,7 @@ async fn a_message_filed_elsewhere_while_its_batch_waited_is_filed_once() {
         app.email("f2@x", "no form", vec![]),
         app.email("f3@x", "form", vec![Attached::docx("b.docx", form("P-3"))]),
     ];
-    let keys = ["f1", "f2", "f3"];
-    let batch: Vec<postroom::pipeline::Incoming> = raws
-        .iter()
-        .zip(keys)
-        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
-        .collect();
+    let batch = incoming(&["f1", "f2", "f3"], &raws);
     let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
     let staged = app.pipeline.stage(&mb, &batch).await.unwrap();
     // Another worker (a second instance, or staff re-processing) files the middle message meanwhile.
@@ -683,6 +664,16 @@ async fn a_message_filed_elsewhere_while_its_batch_waited_is_filed_once() {
     );
 }
 
+/// A filled death notification about `person`; without its event date unless `complete`.
+fn death_form(app: &TestApp, person: &str, complete: bool) -> Vec<u8> {
+    app.form("death", |v| {
+        v.insert("person_identifier".into(), text(person));
+        if !complete {
+            v.remove("event_date");
+        }
+    })
+}
+
 /// Makes the database refuse (with the error "refused") every row inserted into `table` for which the
 /// SQL condition `when` on `NEW` holds.
 async fn refuse_rows(app: &TestApp, table: &str, when: &str) {
@@ -704,17 +695,20 @@ async fn refuse_rows(app: &TestApp, table: &str, when: &str) {
     }
 }
 
+/// `raws` as arriving under `keys`, now.
+fn incoming<'a>(keys: &[&'a str], raws: &'a [Vec<u8>]) -> Vec<postroom::pipeline::Incoming<'a>> {
+    let now = chrono::Utc::now();
+    let arriving = raws.iter().zip(keys);
+    arriving.map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: now }).collect()
+}
+
 /// Files `raws` under `keys` as one batch in the notifications mailbox.
 async fn process_batch(
     app: &TestApp,
     keys: &[&str],
     raws: &[Vec<u8>],
 ) -> Vec<Result<postroom::pipeline::Outcome, postroom::pipeline::PipelineError>> {
-    let batch: Vec<postroom::pipeline::Incoming> = raws
-        .iter()
-        .zip(keys)
-        .map(|(raw, key)| postroom::pipeline::Incoming { source_key: key, raw, received_at: chrono::Utc::now() })
-        .collect();
+    let batch = incoming(keys, raws);
     let mb = app.pipeline.config.mailbox("notifications").unwrap().clone();
     app.pipeline.process_batch(&mb, &batch).await.unwrap()
 }

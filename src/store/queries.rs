@@ -148,26 +148,40 @@ impl Known {
 /// message was already filed (a second worker or a retry got there first).
 pub async fn file(db: &mut AnyConnection, f: &Filing, later: &mut Deferred) -> Result<bool, StoreError> {
     let now = now_ms();
-    let updated = sqlx::query(
-        "UPDATE messages SET status = $1, reason = $2, header_message_id = $3, from_address = $4, \
-         subject = $5, duplicate_of = $6, processed_at = $7 WHERE id = $8 AND status = 'received'",
-    )
-    .bind(&f.status)
-    .bind(&f.reason)
-    .bind(&f.header_message_id)
-    .bind(&f.from_address)
-    .bind(&f.subject)
-    .bind(f.duplicate_of)
-    .bind(now)
-    .bind(f.message)
-    .execute(&mut *db)
-    .await?;
-    if updated.rows_affected() == 0 {
+    if update_ledger(db, &[(f, now)]).await? == 0 {
         return Ok(false);
     }
     insert_submissions(db, &[(f, now)], &mut later.submission_ids).await?;
     later.defer_rest(f, now);
     Ok(true)
+}
+
+/// Writes the decisions into the messages' ledger rows, each only if still `received` (the guard against
+/// filing twice); returns how many were.
+async fn update_ledger(db: &mut AnyConnection, filings: &[(&Filing, i64)]) -> Result<u64, StoreError> {
+    let mut updated = 0;
+    for chunk in filings.chunks(DEFERRED_CHUNK) {
+        let sql = format!(
+            "UPDATE messages SET status = v.column2, reason = v.column3, header_message_id = v.column4, \
+             from_address = v.column5, subject = v.column6, duplicate_of = v.column7, processed_at = v.column8 \
+             FROM (VALUES {}) AS v WHERE messages.id = v.column1 AND messages.status = 'received'",
+            value_rows(chunk.len(), 8)
+        );
+        let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (f, now) in chunk {
+            update = update
+                .bind(f.message)
+                .bind(&f.status)
+                .bind(&f.reason)
+                .bind(&f.header_message_id)
+                .bind(&f.from_address)
+                .bind(&f.subject)
+                .bind(f.duplicate_of)
+                .bind(*now);
+        }
+        updated += update.execute(&mut *db).await?.rows_affected();
+    }
+    Ok(updated)
 }
 
 /// Submission ids by (message, form index), as the inserts returned them.
@@ -286,31 +300,11 @@ impl Deferred {
     async fn write_held(&mut self, db: &mut AnyConnection) -> Result<(), StoreError> {
         let held = std::mem::take(&mut self.held);
         self.held_keys = Known::default();
-        for chunk in held.chunks(DEFERRED_CHUNK) {
-            let sql = format!(
-                "UPDATE messages SET status = v.column2, reason = v.column3, header_message_id = v.column4, \
-                 from_address = v.column5, subject = v.column6, duplicate_of = v.column7, processed_at = v.column8 \
-                 FROM (VALUES {}) AS v WHERE messages.id = v.column1 AND messages.status = 'received'",
-                value_rows(chunk.len(), 8)
-            );
-            let mut update = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (f, now) in chunk {
-                update = update
-                    .bind(f.message)
-                    .bind(&f.status)
-                    .bind(&f.reason)
-                    .bind(&f.header_message_id)
-                    .bind(&f.from_address)
-                    .bind(&f.subject)
-                    .bind(f.duplicate_of)
-                    .bind(*now);
-            }
-            let updated = update.execute(&mut *db).await?.rows_affected();
-            if updated != chunk.len() as u64 {
-                return Err(StoreError::FiledMeanwhile(chunk.len() as u64 - updated));
-            }
-        }
         let filings: Vec<(&Filing, i64)> = held.iter().map(|(f, now)| (f, *now)).collect();
+        let updated = update_ledger(db, &filings).await?;
+        if updated != filings.len() as u64 {
+            return Err(StoreError::FiledMeanwhile(filings.len() as u64 - updated));
+        }
         insert_submissions(db, &filings, &mut self.submission_ids).await?;
         for (f, now) in &held {
             self.defer_rest(f, *now);
