@@ -15,7 +15,9 @@ use crate::problem::{Problem, ProblemCode};
 use crate::reference::Reference;
 use crate::registry::check::Prefetched;
 use crate::reply::{self, FormReply, LabelValue, ProblemLine, ReplyData, ReplyKind, Templates};
-use crate::store::{Batch, Filing, Inbound, NewReply, NewSubmission, Recorded, Store, StoreError, queries};
+use crate::store::{
+    Batch, Filing, Inbound, NewReply, NewSubmission, Recorded, Store, StoreError, SubmissionRef, queries,
+};
 use crate::validate::{self, Checked};
 use sqlx::AnyConnection;
 
@@ -674,8 +676,7 @@ impl Pipeline {
         let (Some(def), Some(checked)) = (&form.def, &form.checked) else { return Ok(()) };
         let provider = checked.text("provider_id");
         for r in quoted {
-            lookups.later.write_held_if(db, |k| k.may_hold_reference(r.as_str())).await?;
-            if let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
+            if let Some((s, p, f)) = lookups.by_reference(db, r).await?
                 && s.status == "rejected"
                 && f.as_deref() == Some(def.id.as_str())
                 && (provider.is_none() || p.as_deref() == provider)
@@ -697,11 +698,8 @@ impl Pipeline {
             let quoted_first = checked
                 .text("first_part_reference")
                 .and_then(|r| Reference::parse(r, &self.config.reference.prefix).ok());
-            if let Some(r) = &quoted_first {
-                lookups.later.write_held_if(db, |k| k.may_hold_reference(r.as_str())).await?;
-            }
             if let Some(r) = quoted_first
-                && let Some((s, p, f)) = queries::find_by_reference(db, r.as_str()).await?
+                && let Some((s, p, f)) = lookups.by_reference(db, &r).await?
                 && f.as_deref() == Some(first_form.as_str())
                 && p.as_deref() == Some(provider)
             {
@@ -953,6 +951,17 @@ impl Lookups<'_> {
         }
         self.later.write_held_if(db, may_find).await?;
         Ok(true)
+    }
+
+    /// The submission filed under a quoted reference (with its provider and form), the held filings
+    /// written first if one of them has it.
+    async fn by_reference(
+        &mut self,
+        db: &mut AnyConnection,
+        reference: &Reference,
+    ) -> Result<Option<(SubmissionRef, Option<String>, Option<String>)>, StoreError> {
+        self.later.write_held_if(db, |k| k.may_hold_reference(reference.as_str())).await?;
+        queries::find_by_reference(db, reference.as_str()).await
     }
 }
 
