@@ -252,8 +252,8 @@ pub struct Deferred {
     held: Vec<(Filing, i64)>,
     /// What the held filings could be found by.
     held_keys: Known,
-    /// (message, form index, problem): the submission id is looked up when written.
-    problems: Vec<(i64, Option<i64>, Problem)>,
+    /// (message, problem): the submission id, by the problem's form index, is looked up when written.
+    problems: Vec<(i64, Problem)>,
     /// The ids of the submissions written, for the problems about them.
     submission_ids: SubmissionIds,
     /// (message, reply, queued at)
@@ -315,7 +315,7 @@ impl Deferred {
     /// Holds what is written of a filing at the batch's end: its problems, reply and audit entry.
     fn defer_rest(&mut self, f: &Filing, now: i64) {
         for p in &f.problems {
-            self.problems.push((f.message, p.form_index.map(|i| i as i64), p.clone()));
+            self.problems.push((f.message, p.clone()));
         }
         if let Some(r) = &f.reply {
             self.replies.push((f.message, r.clone(), now));
@@ -342,12 +342,13 @@ impl Deferred {
                 value_rows(chunk.len(), 8)
             );
             let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (message, form_index, p) in chunk {
-                let submission = form_index.and_then(|i| submission_ids.get(&(*message, i)));
+            for (message, p) in chunk {
+                let form_index = p.form_index.map(|i| i as i64);
+                let submission = form_index.and_then(|i| submission_ids.get(&(*message, i)).copied());
                 insert = insert
                     .bind(*message)
-                    .bind(submission.copied())
-                    .bind(p.form_index.map(|i| i as i64))
+                    .bind(submission)
+                    .bind(form_index)
                     .bind(p.code.as_str())
                     .bind(&p.field)
                     .bind(&p.value)
